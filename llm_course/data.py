@@ -370,7 +370,8 @@ def make_loader(data: TextData, # the examples
                ) -> DataLoader:
     "A DataLoader of dynamically padded batches: dict(input_ids, attention_mask, labels)."
     p = get_profile()
-    batch_size, max_length = batch_size or p.batch_size, max_length or p.max_length
+    batch_size = p.batch_size if batch_size is None else batch_size
+    max_length = p.max_length if max_length is None else max_length
     if operator.index(batch_size) < 1 or operator.index(max_length) < 1: raise ValueError(f"batch_size and max_length must be at least 1, got {batch_size}, {max_length}")
     if getattr(tokenizer, "pad_token", None) is None:
         raise ValueError("The tokenizer has no pad token, so batches cannot be padded. For a causal LM tokenizer set one first: "
