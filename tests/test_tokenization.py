@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from llm_course.core import set_seed
 from llm_course.data import load_corpus
 from llm_course.tokenization import (BYTE_ORDER, CLS, DEFAULT_SPECIAL_TOKENS, EOT, MASK, PAD, SEP, BPETokenizer,
-                                     Merge, pretokenize, to_hf_tokenizer, token_str, train_bpe, train_hf_bpe)
+                                     Merge, corpus_tokenizer, pretokenize, to_hf_tokenizer, token_str, train_bpe,
+                                     train_hf_bpe)
 
 N_SPECIAL = len(DEFAULT_SPECIAL_TOKENS)
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -213,3 +214,21 @@ def test_bad_input(tok, tmp_path):
     (tmp_path / "other.json").write_text('{"model": {}}')
     with pytest.raises(ValueError, match="not a file written by BPETokenizer.save"): BPETokenizer.load(tmp_path / "other.json")
     with pytest.warns(UserWarning, match="ran out of pairs"): BPETokenizer().train("ab", 300)
+
+
+def test_corpus_tokenizer_cached_and_deterministic(tmp_cache, no_network):
+    from llm_course.core import get_profile
+    profile = get_profile("ci")
+    first = corpus_tokenizer(profile)
+    files = list(tmp_cache.rglob("tokenizer.json"))
+    assert len(files) == 1 and f"bpe-{profile.vocab_size}-" in files[0].parent.name
+    again = corpus_tokenizer(profile)
+    assert again.vocab == first.vocab and again.vocab_size == profile.vocab_size
+    assert [m[:3] for m in again.merges] == [m[:3] for m in first.merges]
+    bigger = corpus_tokenizer(profile.replace(vocab_size=profile.vocab_size + 20))
+    assert bigger.vocab[:profile.vocab_size] == first.vocab and len(list(tmp_cache.rglob("tokenizer.json"))) == 2
+
+
+def test_hf_wrapper_truncation(tok):
+    hf = to_hf_tokenizer(tok, model_max_length=8)
+    assert hf("a long sentence " * 10, truncation=True)["input_ids"] == tok.encode("a long sentence " * 10)[:8]
