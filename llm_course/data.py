@@ -303,7 +303,7 @@ def split_data(data: TextData, # the data set to split
         out[nm] = data.subset(rng.permutation(parts[nm]), f"{data.name}-{nm}")
     return Splits(**out)
 
-# %% ../nbs/01_data.ipynb #13d23e27
+# %% ../nbs/01_data.ipynb #3dab33de
 def _allocate(counts: list[int], n: int) -> list[int]:
     "Split `n` over classes in proportion to `counts` (largest remainder): each gets floor or ceil of its share."
     total = sum(counts); quota = [c * n / total for c in counts]
@@ -327,7 +327,7 @@ def _sample(self: TextData,
 
 TextData.sample = _sample
 
-# %% ../nbs/01_data.ipynb #bfe8b5f8
+# %% ../nbs/01_data.ipynb #ff29ad3e
 CORPUS_VALID_FRACTION = 0.1  # share of the (distinct) BBC articles held out for validation
 _CORPUS_SEED = 0             # fixed: the held-out articles are the same in every lesson
 
@@ -344,7 +344,7 @@ def load_corpus(n_chars: int | None = None, # characters to return; default: pro
     chosen = order[: len(order) - n_valid] if split == "train" else order[len(order) - n_valid:]
     return "\n\n".join(articles[i] for i in chosen)[:n_chars]
 
-# %% ../nbs/01_data.ipynb #36e1b883
+# %% ../nbs/01_data.ipynb #fe817df2
 class TextClassificationDataset(Dataset):
     "A `TextData` as a PyTorch dataset of `{'text': str, 'label': int}` items."
     def __init__(self, data: TextData): self.data = data
@@ -379,7 +379,7 @@ def make_loader(data: TextData, # the examples
     return DataLoader(TextClassificationDataset(data), batch_size=batch_size, shuffle=shuffle,
                       generator=torch.Generator().manual_seed(seed), collate_fn=PadCollate(tokenizer, max_length))
 
-# %% ../nbs/01_data.ipynb #a471f861
+# %% ../nbs/01_data.ipynb #dff903c6
 def token_lengths(data: TextData, # the texts
                   tokenizer, # a Hugging Face tokenizer
                   max_length: int | None = None, # truncate to this many tokens; default: the profile's `max_length`
