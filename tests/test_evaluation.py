@@ -30,7 +30,7 @@ def label_cases(draw, max_k=5, max_n=30):
     return np.array(y_true), np.array(y_pred), labels
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(label_cases(), st.sampled_from(ZERO_DIVISION))
 def test_prf_matches_sklearn(case, zero_division):
     y_true, y_pred, labels = case
