@@ -25,7 +25,7 @@ __all__ = ['OFFLINE_SWITCHES', 'MANIFEST', 'SMOLLM2_MESSAGE', 'go_offline', 'min
            'load_smollm2_tokenizer', 'load_smollm2']
 
 # %% ../nbs/01a_assets.ipynb #74a7fee7
-import contextlib, json, shutil, time, uuid
+import contextlib, functools, json, shutil, time, uuid
 from pathlib import Path
 from typing import Callable
 
@@ -234,11 +234,28 @@ SMOLLM2_MESSAGE = "converting SmolLM2 from GGUF, about 30 s, once"
 
 def _smollm2_target() -> Path: return cache_dir("models") / "smollm2-135m-instruct"
 
+@contextlib.contextmanager
+def _faster_gguf_reads():
+    "Within the block, parse each GGUF file once and build gguf's tensor-name table once per architecture."
+    try: import gguf
+    except ImportError: yield; return               # transformers raises its own "install gguf" error
+    real_reader, real_map = getattr(gguf, "GGUFReader", None), getattr(gguf, "get_tensor_name_map", None)
+    if real_reader is None or real_map is None: yield; return
+    readers = {}
+    def reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers: readers[key] = real_reader(path, *args, **kwargs)
+        return readers[key]
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(real_map)
+    try: yield
+    finally: gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_map
+
 def _convert_smollm2(out: Path):
     "Read SmolLM2 from its GGUF file (dequantised to float32) and save model and tokenizer into `out`."
     gguf = asset_path("smollm2")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _faster_gguf_reads():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None                       # weights are plain tensors now: save them as such
     if hasattr(model.config, "quantization_config"): del model.config.quantization_config
     check_tokenizer_matches(model, tokenizer)

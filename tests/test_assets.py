@@ -147,6 +147,24 @@ def test_tokenizer_mismatch_across_models(minilm, smollm2_cache):
         check_tokenizer_matches(smol, mtok)
 
 
+def test_faster_gguf_reads_memoises_then_restores(monkeypatch):
+    import gguf
+    made = []
+    class FakeReader:
+        def __init__(self, path): made.append(path)
+    def fake_map(arch, n): return object()
+    monkeypatch.setattr(gguf, "GGUFReader", FakeReader)
+    monkeypatch.setattr(gguf, "get_tensor_name_map", fake_map)
+    with assets._faster_gguf_reads():
+        a, b, c = gguf.GGUFReader("x.gguf"), gguf.GGUFReader("x.gguf"), gguf.GGUFReader("y.gguf")
+        assert a is b and a is not c and made == ["x.gguf", "y.gguf"]
+        assert gguf.get_tensor_name_map(1, 30) is gguf.get_tensor_name_map(1, 30)
+    assert gguf.GGUFReader is FakeReader and gguf.get_tensor_name_map is fake_map
+    with pytest.raises(KeyError):                       # restored after an error too
+        with assets._faster_gguf_reads(): raise KeyError("boom")
+    assert gguf.GGUFReader is FakeReader and gguf.get_tensor_name_map is fake_map
+
+
 # ---------------------------------------------------------------- cache machinery with a tiny stand-in model
 def tiny_build(out, seed=0):
     "Stands in for the GGUF conversion: a tiny random Llama saved like the real one."
@@ -295,7 +313,7 @@ def test_two_processes_build_once(tmp_path):
     try:
         deadline = time.time() + 90
         while time.time() < deadline and not (any("BUILD-STARTED\n" in o for o in outs) and any(any("waiting" in l for l in o) for o in outs)):
-            if any(p.poll() is not None for p in procs): break
+            if any(p.poll() is not None for p in procs) or sum("BUILD-STARTED\n" in o for o in outs) > 1: break
             time.sleep(0.05)
         seen = ["".join(o) for o in outs]
         assert sum("BUILD-STARTED" in o for o in seen) == 1 and sum("waiting" in o for o in seen) == 1, seen
