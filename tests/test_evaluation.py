@@ -11,7 +11,7 @@ from hypothesis import example, given, settings, strategies as st
 from llm_course.evaluation import (
     accuracy_score, bootstrap_ci, calibration_bins, classification_report, confusion_matrix, expected_calibration_error,
     f1_score, fit_temperature, lm_nll, mcnemar_test, mean_nll, normalize_confusion, paired_bootstrap, perplexity,
-    precision_recall_fscore_support, precision_score, recall_score, softmax, _sklearn_parity)
+    precision_recall_fscore_support, precision_score, recall_score, softmax, assert_sklearn_parity)
 
 ZERO_DIVISION = ["warn", 0, 1, np.nan]
 
@@ -34,7 +34,7 @@ def label_cases(draw, max_k=5, max_n=30):
 @given(label_cases(), st.sampled_from(ZERO_DIVISION))
 def test_prf_matches_sklearn(case, zero_division):
     y_true, y_pred, labels = case
-    _sklearn_parity(y_true, y_pred, labels, zero_division)
+    assert_sklearn_parity(y_true, y_pred, labels, zero_division)
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
@@ -74,8 +74,8 @@ def test_classification_report_matches_sklearn(case, zero_division, digits):
 def test_string_labels_and_normalised_confusion():
     y_true = ["cat", "dog", "pig", "cat", "dog", "pig", "cat"]
     y_pred = ["cat", "pig", "dog", "cat", "cat", "dog", "cat"]
-    _sklearn_parity(y_true, y_pred, None, 0)
-    _sklearn_parity(y_true, y_pred, ["pig", "dog", "cat", "cow"], np.nan)
+    assert_sklearn_parity(y_true, y_pred, None, 0)
+    assert_sklearn_parity(y_true, y_pred, ["pig", "dog", "cat", "cow"], np.nan)
     cm = confusion_matrix(y_true, y_pred, labels=["pig", "dog", "cat", "cow"])
     for norm in ["true", "pred", "all"]:
         np.testing.assert_allclose(normalize_confusion(cm, norm),
@@ -95,6 +95,8 @@ def test_string_labels_and_normalised_confusion():
     (lambda: expected_calibration_error([[0.5, 0.5]], [0, 1]), "1 rows but y_true has 2"),
     (lambda: expected_calibration_error([[0.5, 0.5]], [3]), "class ids 0..1"),
     (lambda: fit_temperature(np.zeros((0, 3)), []), "empty"),
+    (lambda: fit_temperature([[2.0, 0.0], [0.0, 1.0]], [0, 1]), "every validation prediction is right"),
+    (lambda: softmax([[0.0, 1.0]], temperature=-1), "temperature must be positive"),
     (lambda: perplexity(10.0, 0), "n_tokens must be positive"),
     (lambda: bootstrap_ci(accuracy_score, [0, 1], [0]), "same length"),
     (lambda: mcnemar_test([0, 1, 1], [0, 1, 1], [0, 1]), "y_pred has 2"),
