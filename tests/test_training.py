@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from llm_course.core import set_seed
+from llm_course.training import _set_epoch
 from llm_course.training import (Batches, Callback, InterruptAt, NonFiniteLossError, TrainConfig, checkpoints, compute_loss,
                                  evaluate, fit, load_checkpoint, lr_factor, make_optimizer, make_scheduler, TrainState,
                                  byte_lm_data, read_corpus, tiny_gpt2)
@@ -104,6 +105,24 @@ def test_resume_across_an_epoch_boundary(data, tmp_path):
     assert h_res.loss == h_full.loss and weights_diff(full, again) == 0.0
 
 
+@pytest.mark.parametrize("kind", ["shuffling DataLoader", "sequential DataLoader"])
+def test_resume_with_a_dataloader(data, tmp_path, kind):
+    "A DataLoader that shuffles gets its order from (seed, epoch) too, so resuming across epochs stays exact."
+    small = data[:12]
+    make = lambda: torch.utils.data.DataLoader(small, batch_size=4, shuffle=kind.startswith("shuffling"),
+                                               generator=torch.Generator().manual_seed(0))
+    c = cfg(max_steps=8, out_dir=str(tmp_path / "run"))
+    full = tiny_gpt2(BLOCK, dropout=0.1, seed=0); h_full = fit(full, make(), config=cfg(max_steps=8))
+    fit(tiny_gpt2(BLOCK, dropout=0.1, seed=0), make(), config=c, callbacks=[InterruptAt(5)])
+    again = tiny_gpt2(BLOCK, dropout=0.1, seed=1); h_res = fit(again, make(), config=c, resume=True)
+    assert h_res.loss == h_full.loss and weights_diff(full, again) == 0.0
+    if kind.startswith("shuffling"):                   # the epochs really are shuffled differently
+        dl = make(); orders = []
+        for e in range(2):
+            _set_epoch(dl, e, 42); orders.append(list(dl.sampler))
+        assert orders[0] != orders[1] and sorted(orders[0]) == list(range(12))
+
+
 def test_checkpoints_are_complete_pruned_and_never_silently_overwritten(data, tmp_path):
     c = cfg(max_steps=8, ckpt_every=2, keep=2, out_dir=str(tmp_path / "run"))
     m = tiny_gpt2(BLOCK)
@@ -161,6 +180,17 @@ def test_empty_and_bad_input_give_clear_errors(data, tmp_path):
     with pytest.raises(ValueError, match="nothing to train"): fit(tiny_gpt2(BLOCK).requires_grad_(False), data, config=cfg())
     with pytest.raises(ValueError, match="needs TrainConfig\\(out_dir"): fit(m, data, config=cfg(), resume=True)
     with pytest.raises(ValueError, match="warmup_steps=20 exceeds max_steps=8"): cfg(warmup_steps=20)
+
+
+def test_mapping_batches_like_batch_encoding(data):
+    "A tokenizer's BatchEncoding is a Mapping, not a dict: it is moved and passed as keyword arguments too."
+    from transformers import BatchEncoding
+    loader = [BatchEncoding({"input_ids": torch.stack([d["input_ids"] for d in data[i:i + 4]]),
+                             "labels": torch.stack([d["labels"] for d in data[i:i + 4]])}) for i in range(0, 16, 4)]
+    m1, m2 = tiny_gpt2(BLOCK, seed=0), tiny_gpt2(BLOCK, seed=0)
+    h1 = fit(m1, loader, config=cfg(max_steps=3))
+    h2 = fit(m2, [dict(b) for b in loader], config=cfg(max_steps=3))
+    assert h1.loss == h2.loss
 
 
 def test_batches_are_moved_to_the_model_device(data):
