@@ -71,6 +71,48 @@ def run_lesson(name: str, # lesson name or number, or a notebook path
     if save: write_nb(nb, save)
     return time.time() - t0
 
+# %% ../nbs/90_cli.ipynb #c3f9a8e2
+def _cmd_finetune(args) -> int:
+    from llm_course.heads import finetune_csv
+    r = finetune_csv(args.train, args.valid, args.out, base_model=args.base_model, method=args.method, epochs=args.epochs,
+                     max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, seed=args.seed,
+                     progress=not args.quiet)
+    print(f"trained ({r['method']}): {r['steps']} steps in {r['seconds']:.1f} s, trainable {r['trainable']:,} of {r['total']:,} parameters, "
+          f"last train loss {r['train_loss']:.4f}" + (f"; valid accuracy {r['valid_accuracy']:.3f}, valid macro-F1 {r['valid_macro_f1']:.3f}"
+                                                     if "valid_accuracy" in r else ""))
+    print(f"saved to {r['out']}; use it with: llm-course predict {r['out']} --input texts.csv --output preds.csv")
+    return 0
+
+def _cmd_predict(args) -> int:
+    from llm_course.heads import predict_csv
+    r = predict_csv(args.model, args.input, args.output, batch_size=args.batch_size)
+    print(f"wrote {r['rows']} predictions to {r['output']}" +
+          (f"; against its label column: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}" if "accuracy" in r else ""))
+    return 0
+
+def _add_finetune_commands(sub):
+    "The `finetune` and `predict` sub-commands (lesson 06)."
+    s = sub.add_parser("finetune", help="fine-tune a text classifier on a CSV file (columns text, label) and save it")
+    s.add_argument("--train", required=True, help="training CSV, UTF-8, with columns text and label")
+    s.add_argument("--valid", help="validation CSV (same columns; its labels must occur in --train)")
+    s.add_argument("--out", required=True, help="folder to save the classifier to (new, or a classifier saved before)")
+    s.add_argument("--base-model", default="minilm", help="'minilm' (all-MiniLM-L6-v2, offline) or a local Hugging Face encoder folder")
+    s.add_argument("--method", choices=["lora", "full", "head"], default="lora", help="what learns: LoRA adapters (peft), everything, or the head only")
+    s.add_argument("--epochs", type=int, default=2, help="passes over the training data")
+    s.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    s.add_argument("--batch-size", type=int, default=16, help="examples per step")
+    s.add_argument("--lr", type=float, help="learning rate of the encoder or adapters (default: 2e-3 head, 5e-4 lora, 5e-5 full)")
+    s.add_argument("--max-length", type=int, default=128, help="tokens kept per text")
+    s.add_argument("--seed", type=int, default=42, help="seed of the run")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_finetune)
+    s = sub.add_parser("predict", help="label the texts of a CSV file with a classifier saved by finetune")
+    s.add_argument("model", help="the folder written by llm-course finetune")
+    s.add_argument("--input", required=True, help="CSV with a text column (a label column is kept as true_label and scored)")
+    s.add_argument("--output", required=True, help="CSV to write: the input's columns plus label and score")
+    s.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    s.set_defaults(func=_cmd_predict)
+
 # %% ../nbs/90_cli.ipynb #a5fef13d
 def _cmd_doctor(args) -> int:
     from llm_course.core import doctor
@@ -100,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--slow", action="store_true", help="also run cells tagged #| slow")
     s.add_argument("--nbs", help="folder of lessons")
     s.set_defaults(func=_cmd_run)
+    _add_finetune_commands(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:
