@@ -332,3 +332,25 @@ def test_matches_hf_trainer(data, no_network):
     assert len(hf_loss) == steps
     assert max(abs(a - b) for a, b in zip(h.loss, hf_loss)) < 1e-5
     assert weights_diff(ours, hf) < 1e-5
+
+
+def test_resume_with_other_settings_warns(data, tmp_path):
+    c = cfg(max_steps=4, out_dir=str(tmp_path / "run"))
+    fit(tiny_gpt2(BLOCK), data, config=c, callbacks=[InterruptAt(2)])
+    with pytest.warns(UserWarning, match=r"other settings \(lr: 0.003 -> 0.01\)"):
+        fit(tiny_gpt2(BLOCK), data, config=cfg(max_steps=4, lr=1e-2, out_dir=c.out_dir), resume=True)
+
+
+def test_custom_eval_metric_early_stopping_and_final_plot(data):
+    "eval_fn may return any metrics; mode='max' early stopping watches one; plot=True draws the final figure."
+    from llm_course.training import LossPlot
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.69])
+    h = fit(tiny_gpt2(BLOCK), data, data[-4:], cfg(max_steps=20, eval_every=2, metric="accuracy", mode="max", patience=3, plot=True),
+            eval_fn=lambda model, batches: {"accuracy": next(scores)})
+    assert [e["accuracy"] for e in h.evals] == [0.5, 0.7, 0.6, 0.65, 0.69] and h.stopped.startswith("early stopping: valid accuracy")
+    fig = h.plot(metric="accuracy")
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "valid accuracy"
+    lp = LossPlot(); fit(tiny_gpt2(BLOCK), data, config=cfg(max_steps=2), callbacks=[lp])
+    assert lp.fig is not None and lp.fig.axes[0].lines
+    with pytest.raises(KeyError, match="watches 'f1'"):
+        fit(tiny_gpt2(BLOCK), data, data[-4:], cfg(max_steps=4, eval_every=2, metric="f1", patience=1))
