@@ -140,7 +140,7 @@ def main(argv=None):
         res[name] = dict(step_s=s, best_step_s=best, tokens_per_s=tokens / s, best_tokens_per_s=tokens / best,
                          mfu=flops_per_step / s / (peak * 1e9), best_mfu=flops_per_step / best / (peak * 1e9),
                          vs_bare=statistics.median(r_bare), vs_bare_iqr=[q(r_bare, .25), q(r_bare, .75)],
-                         vs_hf=statistics.median(r_hf), vs_hf_iqr=[q(r_hf, .25), q(r_hf, .75)])
+                         vs_hf=statistics.median(r_hf), vs_hf_iqr=[q(r_hf, .25), q(r_hf, .75)], round_step_s=times[name])
     print(f"\nTrain step, {L} layers x {C} dims, {H} heads, block {T}, batch {B}, vocab {V}, AdamW, {a.threads} threads; "
           f"{a.repeats} interleaved rounds x {a.steps} steps; {n_params:,} parameters (non-embedding)")
     print(f"fp32 matmul peak measured in this run: {peak:.0f} GFLOP/s; model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP; "
