@@ -260,15 +260,17 @@ def test_pretrain_is_reproducible():
 # ---------------------------------------------------------------- MiniLM masked-LM head
 def test_minilm_mlm_trains_once_then_loads_from_cache(tmp_cache, no_network, capsys):
     p = get_profile("ci")
-    first = load_minilm_mlm(p, steps=2, progress=False)
+    first = load_minilm_mlm(p, steps=2, train_layers=1, progress=False)
     assert "training 2 steps" in capsys.readouterr().out
     folder = next(tmp_cache.glob("models/minilm-mlm-ci-s2-*"))
     assert (folder / ".complete").is_file() and (folder / "manifest.json").is_file()
     meta = json.loads((folder / "mlm_metadata.json").read_text())
-    assert meta["steps"] == 2 and meta["valid_loss_after"] < meta["valid_loss_before"]
-    second = load_minilm_mlm(p, steps=2, progress=False)
+    assert meta["steps"] == 2 and meta["train_layers"] == 1 and meta["valid_loss_after"] < meta["valid_loss_before"]
+    second = load_minilm_mlm(p, steps=2, train_layers=1, progress=False)
     assert "training" not in capsys.readouterr().out                      # loaded, not retrained
     for a, b in zip(first.parameters(), second.parameters()): assert torch.equal(a, b)
-    frozen = second.bert.encoder.layer[0].attention.self.query.weight
     from llm_course.assets import load_minilm
-    assert torch.equal(frozen, load_minilm().encoder.layer[0].attention.self.query.weight)   # lower layers untouched
+    original = load_minilm().encoder.layer
+    assert torch.equal(second.bert.encoder.layer[4].attention.self.query.weight, original[4].attention.self.query.weight)  # frozen
+    assert not torch.equal(second.bert.encoder.layer[5].attention.self.query.weight, original[5].attention.self.query.weight)  # trained
+    with pytest.raises(ValueError, match="train_layers"): load_minilm_mlm(p, steps=2, train_layers=7, progress=False)
