@@ -28,6 +28,7 @@ class StopAtLoss(Callback):
     def on_train_begin(self, state): self.t0 = time.perf_counter()
     def on_eval(self, state, metrics):
         self.rows.append(dict(step=state.step, wall_s=time.perf_counter() - self.t0, loss=metrics["loss"]))
+        print(f"step {state.step}: valid loss {metrics['loss']:.4f} after {self.rows[-1]['wall_s']:.0f} s (wall, evaluations included)", flush=True)
         if metrics["loss"] <= self.target + TOL: state.stop = "reached the stated validation loss"
 
 
