@@ -114,6 +114,25 @@ def test_prefix_tuning_matches_peft_on_gpt2():
     assert count_parameters(ours)["trainable"] == 2 * 2 * 3 * 16
 
 
+def test_prefix_tuning_on_hf_bert_matches_our_encoder():
+    "The Hugging Face path (pre-hooks that hand BertSelfAttention our cache and widen its mask) equals our encoder's cache hook."
+    from llm_course.transformer import Encoder, EncoderConfig, to_hf_bert
+    set_seed(0)
+    enc = Encoder(EncoderConfig(vocab_size=40, block_size=24, n_layer=2, n_head=2, n_embd=16)).eval()
+    ours = PrefixTuning(enc, num_virtual_tokens=3, shift_positions=False).eval()
+    hf = PrefixTuning(to_hf_bert(enc), num_virtual_tokens=3).eval()
+    with torch.no_grad(): ours.prefix.normal_(); hf.prefix.copy_(ours.prefix)
+    ids = torch.randint(0, 40, (2, 9)); am = torch.ones_like(ids); am[1, -3:] = 0
+    with torch.no_grad():
+        ho, hh, h0 = ours(ids, attention_mask=am), hf(ids, attention_mask=am).last_hidden_state, enc(ids, attention_mask=am)
+        hh_nomask = hf(ids).last_hidden_state                      # sdpa without a mask: the hook must cope with None
+    keep = am.bool()
+    torch.testing.assert_close(ho[keep], hh[keep], rtol=0, atol=1e-5)
+    assert (ho - h0)[keep].abs().max() > 1e-2
+    torch.testing.assert_close(hh_nomask[0], hh[0], rtol=0, atol=1e-5)     # row 0 has no padding
+    assert [n for n, p in hf.named_parameters() if p.requires_grad] == ["prefix"]
+
+
 # --- merge, save, convert ----------------------------------------------------------------------------------------------
 
 def test_merge_unmerge_same_outputs():
