@@ -61,7 +61,7 @@ def main(argv=None):
         frac = hit["train_s"] / end["train_s"] if end else float("nan")
         rows.append(dict(margin=m, step=hit["step"], train_s=hit["train_s"], loss=hit["loss"], fraction=frac))
         print(f"| {m:.2f} | {hit['step']} | {hit['train_s']:.0f} | {frac:.2f} |")
-    if end: print(f"reached {end['loss']:.4f} <= {target:.4f} at step {end['step']} after {end['train_s']:.0f} s of training "
+    if end: print(f"reached {end['loss']:.4f} (within {TOL} of {target:.4f}) at step {end['step']} after {end['train_s']:.0f} s of training "
                   f"({end['step'] * p.batch_size * p.block_size / end['train_s']:,.0f} tokens/s; one evaluation {eval_s:.1f} s)")
     else: print(f"did not reach {target:.4f} in {meta['steps']} steps (last {stop.rows[-1]['loss']:.4f})")
     out = dict(bench="pretrain_time", kind=args.kind, profile=p.name, seed=meta["seed"], target=target, reached=bool(end),
