@@ -77,7 +77,7 @@ def _cmd_finetune(args) -> int:
     r = finetune_csv(args.train, args.valid, args.out, base_model=args.base_model, method=args.method, epochs=args.epochs,
                      max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, seed=args.seed,
                      progress=not args.quiet)
-    print(f"trained ({r['method']}): {r['steps']} steps in {r['seconds']:.1f} s, trainable {r['trainable']:,} of {r['total']:,} parameters, "
+    print(f"trained ({r['method']}): {r['steps']} step{'s' if r['steps'] != 1 else ''} in {r['seconds']:.1f} s, trainable {r['trainable']:,} of {r['total']:,} parameters, "
           f"last train loss {r['train_loss']:.4f}" + (f"; valid accuracy {r['valid_accuracy']:.3f}, valid macro-F1 {r['valid_macro_f1']:.3f}"
                                                      if "valid_accuracy" in r else ""))
     print(f"saved to {r['out']}; use it with: llm-course predict {r['out']} --input texts.csv --output preds.csv")

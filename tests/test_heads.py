@@ -357,3 +357,15 @@ def test_cli_subprocess_exit_status(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "at least two classes" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_full_method_on_a_local_hf_folder(tmp_path, minilm_parts):
+    model, tok = minilm_parts
+    model.save_pretrained(tmp_path / "base"); tok.save_pretrained(tmp_path / "base")
+    _write(tmp_path / "train.csv", _rows(8, 4))
+    status, out, err = _main(["finetune", "--train", tmp_path / "train.csv", "--out", tmp_path / "m", "--base-model", tmp_path / "base",
+                              "--method", "full", "--max-steps", 1, "--batch-size", 4, "--max-length", 16, "--quiet"])
+    assert status == 0, err
+    assert "1 step in" in out
+    clf = load_classifier(tmp_path / "m")
+    assert count_parameters(clf.model)["total"] == sum(p.numel() for p in model.parameters()) + 384 * 3 + 3
