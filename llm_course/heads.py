@@ -24,7 +24,7 @@ __all__ = ['POOLINGS', 'METHODS', 'HEAD_FILE', 'HEAD_WEIGHTS', 'HFBackbone', 'as
            'count_parameters', 'freeze', 'layerwise_param_groups', 'ParamGroups', 'predict_logits',
            'classification_metrics', 'metrics_from_logits', 'finetune', 'tfidf_baseline', 'Predictions',
            'TextClassifier', 'save_classifier', 'load_classifier', 'DataError', 'read_csv', 'read_labelled_csv',
-           'load_backbone', 'add_lora', 'finetune_csv', 'predict_csv']
+           'load_backbone', 'add_peft_lora', 'finetune_csv', 'predict_csv']
 
 # %% ../nbs/06_heads.ipynb #b1d16036
 class HFBackbone(nn.Module):
@@ -540,14 +540,14 @@ def load_backbone(base_model: str = "minilm", # "minilm", or the folder of a Hug
     check_tokenizer_matches(model, tokenizer)
     return model, tokenizer
 
-def add_lora(model: SequenceClassifier, # a classifier on a Hugging Face backbone
+def add_peft_lora(model: SequenceClassifier, # a classifier on a Hugging Face backbone
              r: int = 8, # rank of the adapters
              lora_alpha: int = 16, # scaling numerator: the update is scaled by lora_alpha / r
              lora_dropout: float = 0.1, # dropout on the adapters' input
             ) -> dict:
     "Freeze the backbone and add `peft` LoRA adapters to its attention; the head stays trainable. Returns `count_parameters`."
     from peft import LoraConfig, get_peft_model
-    if not isinstance(model.backbone, HFBackbone): raise TypeError("add_lora uses peft, which needs a Hugging Face backbone (lesson 08 does LoRA on ours).")
+    if not isinstance(model.backbone, HFBackbone): raise TypeError("add_peft_lora uses peft, which needs a Hugging Face backbone (lesson 08 does LoRA on ours).")
     freeze(model, "head")
     targets = ["query", "value"] if getattr(model.backbone.model.config, "model_type", "") in ("bert", "roberta", "distilbert") else None
     with warnings.catch_warnings():   # transformers 5 deprecates an attribute peft 0.21 still reads
@@ -583,7 +583,7 @@ def finetune_csv(train: str | Path, # CSV with text and label columns
     k = len(train_data.label_names)
     model = SequenceClassifier(backbone, k, pooling="mean", label_names=train_data.label_names)
     lr = lr if lr is not None else {"head": 2e-3, "lora": 5e-4, "full": 5e-5}[method]
-    if method == "lora": counts = add_lora(model)
+    if method == "lora": counts = add_peft_lora(model)
     else: counts = freeze(model, "head" if method == "head" else "all")
     model.to(get_device())
     loader = make_loader(train_data, tokenizer, batch_size=batch_size, shuffle=True, max_length=max_length, seed=seed)

@@ -11,12 +11,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .heads import count_parameters   # lesson 06: trainable and total parameters, each tensor once
+
 # %% auto #0
 __all__ = ['PEFT_PREFIX', 'LORA_WEIGHTS', 'LORA_CONFIG', 'LoRALinear', 'LoRAConfig', 'linear_names', 'train_only', 'add_lora',
-           'lora_layers', 'count_parameters', 'copy_lora_weights', 'lora_state_dict', 'merge_lora', 'unmerge_lora',
-           'save_lora', 'load_lora', 'to_peft_state_dict', 'from_peft_state_dict', 'save_peft_adapter',
-           'load_peft_adapter', 'BottleneckAdapter', 'WithAdapter', 'add_adapters', 'PromptTuning', 'PrefixCache',
-           'PrefixTuning', 'prefix_from_peft', 'bitfit', 'training_memory']
+           'lora_layers', 'copy_lora_weights', 'lora_state_dict', 'merge_lora', 'unmerge_lora', 'save_lora',
+           'load_lora', 'to_peft_state_dict', 'from_peft_state_dict', 'save_peft_adapter', 'load_peft_adapter',
+           'BottleneckAdapter', 'WithAdapter', 'add_adapters', 'PromptTuning', 'PrefixCache', 'PrefixTuning',
+           'prefix_from_peft', 'bitfit', 'training_memory']
 
 # %% ../nbs/08_peft.ipynb #2d714e37
 def _check_r(r, lora_alpha=None, lora_dropout=None):
@@ -156,12 +158,6 @@ def add_lora(model: nn.Module, # a model; changed in place (and returned)
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     "The model's `LoRALinear` layers by name."
     return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
-
-def count_parameters(model: nn.Module) -> dict:
-    "Trainable and total parameters (each tensor counted once) and the trainable share in percent."
-    params = {id(p): p for p in model.parameters()}.values()
-    total, trainable = sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
-    return dict(trainable=trainable, total=total, percent=100 * trainable / max(total, 1))
 
 # %% ../nbs/08_peft.ipynb #8913713c
 def copy_lora_weights(src: nn.Module, # a model with LoRA: ours, or a `peft` model
