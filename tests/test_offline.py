@@ -34,6 +34,20 @@ def test_every_module_imports_offline(name, no_network):
     importlib.import_module(name)
 
 
+def test_every_module_imports_offline_in_a_fresh_process():
+    "The test above may find modules already imported by earlier tests; this one imports each for the first time."
+    code = ("import socket, importlib, sys\n"
+            "def blocked(*a, **k): raise RuntimeError(f'network access attempted: {a[1:2]!r}')\n"
+            "socket.socket.connect = blocked; socket.create_connection = blocked\n"
+            "names = sys.argv[1:]\n"
+            "for n in names: importlib.import_module(n)\n"
+            "print('imported', len(names))")
+    names = module_names()
+    r = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == f"imported {len(names)}", r.stdout
+
+
 def test_offline_switches_are_set_before_transformers_is_imported():
     "In a fresh process with no switches set, importing llm_course.assets turns the hub's offline mode on."
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")}
