@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .core import asset_path, atomic_dir, is_complete, set_seed
+from .core import atomic_dir, is_complete, set_seed
 
 # %% auto #0
 __all__ = ['TrainConfig', 'lr_factor', 'WarmupCosine', 'make_scheduler', 'make_optimizer', 'to_device', 'model_device',
@@ -540,16 +540,9 @@ def _diverged(state: TrainState, loss: float, norm: float):
 # %% ../nbs/04_training.ipynb #949c8e39
 def read_corpus(n_chars: int, # how many characters of text
                ) -> str:
-    "About `n_chars` characters of BBC News text, from `llm_course.data.load_corpus` when available, else from the files."
-    try:
-        from llm_course.data import load_corpus
-        return load_corpus(n_chars)
-    except ImportError: pass
-    parts, n = [], 0
-    for f in sorted(asset_path("bbc").glob("*/*.txt")):
-        parts.append(f.read_text(encoding="utf-8", errors="replace").strip()); n += len(parts[-1]) + 2
-        if n >= n_chars: break
-    return "\n\n".join(parts)[:n_chars]
+    "About `n_chars` characters of BBC News text: `llm_course.data.load_corpus` (lesson 01)."
+    from llm_course.data import load_corpus
+    return load_corpus(n_chars)
 
 def byte_lm_data(text: str, # the text to cut up
                  block_size: int, # tokens per example
