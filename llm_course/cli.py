@@ -113,6 +113,49 @@ def _add_finetune_commands(sub):
     s.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     s.set_defaults(func=_cmd_predict)
 
+# %% ../nbs/90_cli.ipynb #5f0e32a2
+def _cmd_exercises(args) -> int:
+    from llm_course.exercises import describe, exercise_table
+    print(describe(args.show) if args.show else exercise_table(args.lesson))
+    return 0
+
+def _cmd_release(args) -> int:
+    from llm_course.classroom import release
+    written = release(args.src, args.dest, force=args.force)
+    print(f"wrote {len(written)} student notebook{'s' * (len(written) != 1)} to {args.dest} (solutions and hidden tests removed, outputs cleared)")
+    return 0
+
+def _cmd_grade(args) -> int:
+    from llm_course.classroom import grade
+    r = grade(args.submissions, args.out, assignment=args.assignment, timeout=args.timeout, workers=args.workers,
+              force=args.force, progress=not args.quiet)
+    for student, (got, best) in sorted(r.totals.items()): print(f"{student:<24} {got:g} / {best:g}")
+    print(r)
+    return 0
+
+def _add_classroom_commands(sub):
+    "The `exercises` and `classroom release|grade` sub-commands (lessons 95 and 96)."
+    s = sub.add_parser("exercises", help="list the exercises and their lessons")
+    s.add_argument("--lesson", help="only this lesson's exercises, e.g. 03")
+    s.add_argument("--show", metavar="NAME", help="print one exercise's task, hint and stub")
+    s.set_defaults(func=_cmd_exercises)
+    c = sub.add_parser("classroom", help="make student versions of exercise notebooks; grade submissions")
+    csub = c.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = csub.add_parser("release", help="copy a folder of notebooks without solutions, hidden tests and outputs")
+    s.add_argument("src", help="folder of exercise notebooks with ### BEGIN SOLUTION / ### END SOLUTION blocks")
+    s.add_argument("dest", help="folder to write the student versions to")
+    s.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    s.set_defaults(func=_cmd_release)
+    s = csub.add_parser("grade", help="run and score every submission, each notebook in its own process")
+    s.add_argument("submissions", help="folder with one sub-folder (or one notebook) per student")
+    s.add_argument("--out", required=True, help="folder for grades.csv, totals.csv, feedback/ and results/")
+    s.add_argument("--assignment", help="the released notebooks: which exercises each notebook must have")
+    s.add_argument("--timeout", type=float, default=30, help="seconds per cell and per exercise check (default 30)")
+    s.add_argument("--workers", type=int, default=1, help="students graded at once, one thread each (default 1)")
+    s.add_argument("--force", action="store_true", help="regrade students graded before")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_grade)
+
 # %% ../nbs/90_cli.ipynb #a5fef13d
 def _cmd_doctor(args) -> int:
     from llm_course.core import doctor
@@ -143,12 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nbs", help="folder of lessons")
     s.set_defaults(func=_cmd_run)
     _add_finetune_commands(sub)
+    _add_classroom_commands(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `llm-course`; returns the exit status. Errors print one clear line, not a traceback."
     args = build_parser().parse_args(argv)
     try: return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
         print(f"llm-course {args.command}: error: {e}", file=sys.stderr)
         return 2

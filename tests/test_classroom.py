@@ -1,0 +1,196 @@
+"""llm_course.classroom: student versions (nbgrader conventions) and grading in separate processes, end to end."""
+import contextlib, csv, io, json, time
+from pathlib import Path
+
+import pytest
+
+from llm_course import classroom as C
+from llm_course.cli import main
+
+NBS = Path(__file__).resolve().parents[1] / "nbs" / "exercises"
+
+RIGHT = '''def merge_pair(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if tuple(ids[i:i + 2]) == tuple(pair): out.append(new_id); i += 2
+        else: out.append(ids[i]); i += 1
+    return out'''
+WRONG = RIGHT.replace("while i < len(ids):", "while i < len(ids) - 1:")   # the last token is lost
+
+
+def nb(*cells):
+    "A notebook from cells: a code string, or (type, source) / (type, source, tags)."
+    out = []
+    for c in cells:
+        t, s, tags = (c + ((),))[:3] if isinstance(c, tuple) else ("code", c, ())
+        cell = {"cell_type": t, "metadata": {"tags": list(tags)} if tags else {}, "source": s}
+        if t == "code": cell.update(outputs=[{"output_type": "stream", "name": "stdout", "text": "old output"}], execution_count=7)
+        out.append(cell)
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": out}
+
+
+def write(path, notebook):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(notebook) if isinstance(notebook, dict) else notebook)
+    return path
+
+
+def run_cli(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): status = main([str(a) for a in args])
+    return status, out.getvalue(), err.getvalue()
+
+
+# --- student versions ------------------------------------------------------------------------------------------
+def test_strip_markers_keeps_indentation_and_names_bad_cells():
+    src = "class A:\n    def f(self):\n        x = 1\n        ### BEGIN SOLUTION\n        return x\n        ### END SOLUTION\n"
+    assert C.strip_markers(src) == "class A:\n    def f(self):\n        x = 1\n        # YOUR CODE HERE\n        raise NotImplementedError()\n"
+    assert C.strip_markers("A\n### BEGIN SOLUTION\nB\n### END SOLUTION\nC", "markdown") == "A\nYOUR ANSWER HERE\nC"
+    assert C.strip_markers("f()\n### BEGIN HIDDEN TESTS\nassert f() == 1\n### END HIDDEN TESTS\ng()") == "f()\ng()"
+    with pytest.raises(C.MarkerError, match=r"hw.ipynb, cell 4: '### BEGIN SOLUTION' is never closed"):
+        C.strip_markers("### BEGIN SOLUTION\nx = 1", where="hw.ipynb, cell 4")
+    with pytest.raises(C.MarkerError, match=r"line 1 has '### END SOLUTION' without a matching '### BEGIN SOLUTION'"):
+        C.strip_markers("### END SOLUTION")
+    with pytest.raises(C.MarkerError, match="line 2 opens '### BEGIN HIDDEN TESTS' inside the '### BEGIN SOLUTION'"):
+        C.strip_markers("### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS\n### END SOLUTION")
+
+
+def test_release_folder(tmp_path):
+    src = tmp_path / "src"
+    write(src / "hw.ipynb", nb("import math",
+                               "def f(x):\n    ### BEGIN SOLUTION\n    return math.sqrt(x)\n    ### END SOLUTION",
+                               ("markdown", "Why?\n\n### BEGIN SOLUTION\nbecause\n### END SOLUTION"),
+                               ("code", "assert f(4) == 2", ("hidden-tests",)),
+                               "#| hidden-tests\nassert f(9) == 3",
+                               "f(16)\n### BEGIN HIDDEN TESTS\nassert f(1) == 1\n### END HIDDEN TESTS"))
+    write(src / "week2" / "more.ipynb", nb("y = 1"))
+    (src / "data.csv").write_text("a,b\n1,2\n")
+    write(src / ".ipynb_checkpoints" / "hw-checkpoint.ipynb", nb("secret = 1"))
+    status, out, err = run_cli("classroom", "release", src, tmp_path / "rel")
+    assert status == 0 and "wrote 2 student notebooks" in out, err
+    rel = json.loads((tmp_path / "rel" / "hw.ipynb").read_text())
+    text = json.dumps(rel)
+    assert len(rel["cells"]) == 4 and "sqrt" not in text and "because" not in text and "assert" not in text
+    assert rel["cells"][1]["source"] == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    assert rel["cells"][2]["source"] == "Why?\n\nYOUR ANSWER HERE" and rel["cells"][3]["source"] == "f(16)"
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in rel["cells"] if c["cell_type"] == "code")
+    assert (tmp_path / "rel" / "data.csv").read_text() == "a,b\n1,2\n" and (tmp_path / "rel" / "week2" / "more.ipynb").exists()
+    assert not (tmp_path / "rel" / ".ipynb_checkpoints").exists()
+    # a second release refuses to overwrite, --force replaces
+    assert run_cli("classroom", "release", src, tmp_path / "rel")[0] == 2
+    assert run_cli("classroom", "release", src, tmp_path / "rel", "--force")[0] == 0
+    # unbalanced markers: a clear error naming the file and the cell, and nothing half-written
+    write(src / "week2" / "more.ipynb", nb("y = 1", "z = 2", "def g():\n    ### BEGIN SOLUTION\n    return 1\n"))
+    status, out, err = run_cli("classroom", "release", src, tmp_path / "rel2")
+    assert status == 2 and "week2/more.ipynb, cell 2: '### BEGIN SOLUTION' is never closed" in err and "Traceback" not in err
+    assert not (tmp_path / "rel2").exists() and not list(tmp_path.glob(".release-*"))
+    with pytest.raises(ValueError, match="inside"): C.release(src, src / "out")
+
+
+def test_release_course_exercises_gives_stubs(tmp_path):
+    written = C.release(NBS, tmp_path / "rel")
+    assert len(written) >= 7
+    for p in written:
+        src = "\n".join(C._source(c) for c in C.read_notebook(p)["cells"])
+        assert "### BEGIN SOLUTION" not in src and "raise NotImplementedError()" in src and "check(" in src
+
+
+# --- grading ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    "Seven fake submissions graded once through the command line, two workers."
+    d = tmp_path_factory.mktemp("class")
+    write(d / "assignment" / "hw.ipynb", C.student_notebook(nb("from llm_course.exercises import check",
+                                                                RIGHT.replace("    out, i", "    ### BEGIN SOLUTION\n    out, i") + "\n    ### END SOLUTION",
+                                                                "check(merge_pair)")))
+    S = d / "subs"
+    header = "from llm_course.exercises import check"
+    write(S / "alice" / "hw.ipynb", nb(header, RIGHT, "check(merge_pair)"))
+    write(S / "bob" / "hw.ipynb", nb(header, WRONG, "check(merge_pair)"))
+    write(S / "carol" / "hw.ipynb", nb(header, "undefined_name + 1", RIGHT, "raise RuntimeError('boom')"))   # crashes, then recovers
+    write(S / "dave" / "hw.ipynb", nb(header, "def merge_pair(ids, pair, new_id):\n    while True: pass", "check(merge_pair)"))
+    write(S / "erin" / "hw.ipynb", nb(header, RIGHT, "import os; os._exit(3)"))                           # kills its process
+    write(S / "frank.txt", "I did it on paper")                                                            # not a notebook
+    write(S / "gina" / "hw.ipynb", '{"cells": [ {"cell_type": "code", "source": "x = 1"')                  # broken JSON
+    write(S / "hank.ipynb", nb(RIGHT))                                                                     # one file per student
+    t0 = time.time()
+    status, out, err = run_cli("classroom", "grade", S, "--out", d / "out", "--assignment", d / "assignment",
+                               "--timeout", 1, "--workers", 2, "--quiet")
+    return dict(d=d, out=d / "out", status=status, stdout=out, stderr=err, seconds=time.time() - t0)
+
+
+def feedback(g, student): return (g["out"] / "feedback" / f"{student}.md").read_text()
+
+
+def test_grade_table_and_totals(graded):
+    assert graded["status"] == 0, graded["stderr"]
+    rows = list(csv.DictReader(open(graded["out"] / "grades.csv")))
+    assert list(rows[0]) == ["student", "exercise", "points", "max"]
+    got = {(r["student"], r["exercise"]): (float(r["points"]), float(r["max"])) for r in rows}
+    assert got == {("alice", "merge_pair"): (1, 1), ("bob", "merge_pair"): (0.5, 1), ("carol", "merge_pair"): (1, 1),
+                   ("dave", "merge_pair"): (0, 1), ("erin", "merge_pair"): (0, 1), ("frank.txt", "merge_pair"): (0, 1),
+                   ("gina", "merge_pair"): (0, 1), ("hank", "merge_pair"): (1, 1)}
+    totals = {r["student"]: float(r["points"]) for r in csv.DictReader(open(graded["out"] / "totals.csv"))}
+    assert totals["alice"] == 1 and totals["bob"] == 0.5
+    assert "alice" in graded["stdout"] and "graded 8 student(s)" in graded["stdout"]
+    assert graded["seconds"] < 30
+
+
+def test_feedback_in_words(graded):
+    assert "✅ merge_pair" in feedback(graded, "alice") and "Total: 1 / 1" in feedback(graded, "alice")
+    bob = feedback(graded, "bob")
+    assert "❌ merge_pair" in bob and "the last token is dropped" in bob and "Hint:" in bob and "Traceback" not in bob
+    carol = feedback(graded, "carol")
+    assert "cell 2 (`undefined_name + 1`) raised NameError" in carol and "cell 4 (`raise RuntimeError('boom')`) raised RuntimeError: boom" in carol
+    dave = feedback(graded, "dave")
+    assert "stopped after 1 s" in dave and "ran for more than 1 s and was stopped" in dave
+    assert "died (exit code 3) in cell 3" in feedback(graded, "erin")
+    frank = feedback(graded, "frank.txt")
+    assert "hw.ipynb is missing from the submission (handed in: frank.txt)" in frank
+    assert "gina: " not in feedback(graded, "gina") and "hw.ipynb is not valid notebook JSON (line 1" in feedback(graded, "gina")
+    assert "✅ merge_pair" in feedback(graded, "hank")
+    assert (graded["out"] / "logs" / "bob__hw.log").read_text().count("NOT YET merge_pair") == 1   # the student's own check cell ran
+
+
+def test_grade_is_resumable(graded):
+    out = graded["out"]
+    (out / "results" / "bob.json").unlink()                        # as if the run had stopped before bob
+    before = (out / "results" / "alice.json").stat().st_mtime_ns
+    status, stdout, _ = run_cli("classroom", "grade", graded["d"] / "subs", "--out", out, "--assignment", graded["d"] / "assignment",
+                                "--timeout", 1, "--quiet")
+    assert status == 0 and "graded 1 student(s), skipped 7" in stdout
+    assert (out / "results" / "alice.json").stat().st_mtime_ns == before
+    assert ("bob", "0.5") in [(r["student"], r["points"]) for r in csv.DictReader(open(out / "grades.csv"))]
+
+
+def test_interrupted_run_keeps_finished_students(tmp_path, monkeypatch):
+    S = tmp_path / "subs"
+    for s in ("ann", "ben", "cid"): write(S / s / "hw.ipynb", nb(RIGHT, "check(merge_pair)"))
+    real = C.grade_student
+    def stop_at_ben(student, *a, **k):
+        if student == "ben": raise KeyboardInterrupt
+        return real(student, *a, **k)
+    monkeypatch.setattr(C, "grade_student", stop_at_ben)
+    with pytest.raises(KeyboardInterrupt): C.grade(S, tmp_path / "out", timeout=2, progress=False)
+    assert sorted(p.stem for p in (tmp_path / "out" / "results").glob("*.json")) == ["ann"]
+    assert [r["student"] for r in csv.DictReader(open(tmp_path / "out" / "grades.csv"))] == ["ann"]
+    monkeypatch.setattr(C, "grade_student", real)
+    r = C.grade(S, tmp_path / "out", timeout=2, progress=False)
+    assert r.skipped == ["ann"] and sorted(r.graded) == ["ben", "cid"] and r.totals == {"ann": (1, 1), "ben": (1, 1), "cid": (1, 1)}
+    # a changed submission is regraded; --force regrades everyone
+    write(S / "cid" / "hw.ipynb", nb(WRONG, "check(merge_pair)"))
+    r = C.grade(S, tmp_path / "out", timeout=2, progress=False)
+    assert r.graded == ["cid"] and r.totals["cid"] == (0.5, 1)
+
+
+def test_hard_limit_kills_a_notebook_that_ignores_the_alarm(tmp_path):
+    p = write(tmp_path / "hw.ipynb", nb(RIGHT, "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass"))
+    t0 = time.time()
+    r = C.run_notebook(p, ["merge_pair"], timeout=1, startup=4)
+    assert time.time() - t0 < 15
+    assert "the notebook was stopped after 7 s, in cell 2" in r["errors"][0] and r["exercises"][0]["points"] == 0
+
+
+def test_bad_submissions_folder(tmp_path):
+    status, _, err = run_cli("classroom", "grade", tmp_path / "nothing", "--out", tmp_path / "out")
+    assert status == 2 and "is not a folder of submissions" in err
