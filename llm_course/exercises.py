@@ -74,6 +74,7 @@ def compare(expected, # the right answer
             i = tuple(int(j) for j in np.argwhere(bad)[0])
             f = (lambda x: str(bool(x))) if str(expected.dtype).endswith("bool") else (lambda x: f"{x:.6g}")
             diff = np.abs(g - e)[bad]; diff = diff[~np.isnan(diff)]
+            if str(expected.dtype).endswith("bool"): diff = diff[:0]
             return (f"{what} differs at index {i}: expected {f(e[i])}, got {f(g[i])} ({int(bad.sum())} of {bad.size} values differ"
                     + (f", largest difference {diff.max():.3g})" if diff.size else ")"))
         return None
@@ -148,9 +149,9 @@ def _group(fails: list) -> list[str]:
         key = re.sub(r"-?\d[\d.e+-]*|\(.*?\)|\[.*?\]", "#", msg)       # the same kind of problem, other numbers
         if key in seen: rest.append(label.removeprefix("on "))
         else: seen.add(key); shown.append(f"{label}: {msg}")
-    return shown + ([f"the same problem on {', and on '.join(rest)}"] if rest else [])
+    return shown + ([f"the same problem on: {'; '.join(rest)}"] if rest else [])
 
-@dataclass
+@dataclass(repr=False)
 class Exercise:
     "An exercise: what the student sees, and how its checker tests an answer."
     name: str               # the function the student writes (and the exercise's id)
@@ -172,6 +173,10 @@ class Exercise:
     def stub(self) -> str:
         "The code a student starts from."
         return f"{self.signature}\n    raise NotImplementedError()"
+
+    def __repr__(self): return f"Exercise({self.name!r}, lesson {self.lesson}: {self.title})"
+    def _repr_markdown_(self):
+        return f"**{self.title}** (lesson {self.lesson}, `{self.notebook}.ipynb`, {self.points:g} point{'s' * (self.points != 1)})\n\n{self.task}\n\n```python\n{self.stub()}\n```"
 
     def _diagnose(self, case: Case, got) -> str:
         "The usual mistakes whose answer on `case` equals `got`, as a sentence ('' when none matches)."
@@ -477,7 +482,7 @@ register(Exercise(
     "Choose each ordinary token (not in `special_ids`) with probability `mlm_probability`. Of the chosen ones, replace "
     "80% by `mask_token_id`, 10% by a random ordinary token, and keep 10%. Return `(corrupted_ids, labels)`, labels "
     "being the original id where chosen and -100 elsewhere. The result is random, so the checker tests its statistics "
-    "on 16,384 tokens (and compares them with `llm_course.pretraining.mask_tokens`'s).",
+    "on 16,384 tokens with `llm_course.pretraining.masking_stats` (within 5 standard errors of 15% and 80/10/10).",
     'def mask_tokens(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int, special_ids=(), mlm_probability: float = 0.15,\n'
     '                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:\n'
     '    "BERT masking: (corrupted ids, labels with -100 where not chosen)."',
