@@ -144,9 +144,10 @@ def _child_main(job_path: str):
             first = next((l.strip() for l in src.split("\n") if l.strip()), "")
             errors.append(f"cell {i + 1} (`{first[:60]}`) {what}")
     progress.write_text("checks")
-    results = []
+    import importlib, llm_course.exercises as X
+    registry, results = importlib.reload(X).EXERCISES, []   # fresh checkers: a notebook that patched them is not graded by its patch
     for name in job["exercises"]:
-        ex, fn = EXERCISES[name], shell.user_ns.get(name)
+        ex, fn = registry[name], shell.user_ns.get(name)
         if not callable(fn):
             results.append(dict(exercise=name, points=0.0, max_points=ex.points, ok=False,
                                 feedback=f"NOT GRADED {name}: the notebook defines no function called `{name}` "
@@ -208,13 +209,15 @@ def run_notebook(path: str | Path, # the student's notebook
 # %% ../nbs/96_classroom.ipynb #70527fa0
 def _safe(name: str) -> str: return re.sub(r"[^\w.-]", "_", name) or "_"
 
-def find_submissions(folder: str | Path) -> dict[str, list[Path]]:
+def find_submissions(folder: str | Path, # one sub-folder or one file per student
+                     exclude: tuple = (), # folders that are not students (e.g. the grading output inside `folder`)
+                    ) -> dict[str, list[Path]]:
     "Student name -> the files they handed in (a sub-folder per student, or one file per student)."
     folder = Path(folder)
     if not folder.is_dir(): raise FileNotFoundError(f"{folder} is not a folder of submissions (one sub-folder or one file per student)")
-    subs = {}
+    subs, skip = {}, {Path(e).resolve() for e in exclude}
     for p in sorted(folder.iterdir()):
-        if p.name.startswith((".", "_")): continue
+        if p.name.startswith(".") or p.resolve() in skip: continue
         if p.is_dir(): subs[p.name] = [f for f in sorted(p.rglob("*")) if f.is_file() and not any(s.startswith(".") for s in f.relative_to(p).parts)]
         elif p.is_file(): subs[p.stem if p.suffix == ".ipynb" else p.name] = [p]
     return subs
@@ -234,8 +237,9 @@ def grade_student(student: str, files: list[Path], expected: dict, timeout: floa
                  ) -> dict:
     "Grade one student's files: {student, notebooks: {name: {errors, exercises}}}."
     nbs, res = [f for f in files if f.suffix == ".ipynb"], {}
-    for f in files:
-        if f.suffix != ".ipynb" and not expected: res[f.name] = dict(errors=[f"{f.name} is not a Jupyter notebook (.ipynb): it was not graded"], exercises=[])
+    if not nbs and not expected:
+        found = ", ".join(f.name for f in files[:5]) + (", ..." if len(files) > 5 else "")
+        res["(submission)"] = dict(errors=[f"no Jupyter notebook (.ipynb) was handed in" + (f" (found: {found})" if files else "")], exercises=[])
     for f in nbs:
         try: nb = read_notebook(f)
         except NotebookError: nb = None
@@ -248,7 +252,6 @@ def grade_student(student: str, files: list[Path], expected: dict, timeout: floa
             res[f"{stem}.ipynb"] = dict(errors=[f"{stem}.ipynb is missing from the submission (handed in: {others})"],
                                         exercises=[dict(exercise=n, points=0.0, max_points=EXERCISES[n].points, ok=False,
                                                         feedback=f"NOT GRADED {n}: {stem}.ipynb was not handed in") for n in names])
-    if not res: res["(submission)"] = dict(errors=["no notebook was handed in"], exercises=[])
     return dict(student=student, notebooks=res)
 
 # %% ../nbs/96_classroom.ipynb #bfcf8443
@@ -303,7 +306,8 @@ def grade(submissions: str | Path, # one sub-folder (or one file) per student
          ) -> GradeReport:
     "Grade every submission in its own processes; resumable; writes grades, totals and feedback."
     t0, out = time.time(), Path(out)
-    subs, expected = find_submissions(submissions), _expected(Path(assignment) if assignment else None)
+    subs = find_submissions(submissions, exclude=(out,) + ((assignment,) if assignment else ()))
+    expected = _expected(Path(assignment) if assignment else None)
     for d in ("results", "feedback", "logs"): (out / d).mkdir(parents=True, exist_ok=True)
     settings = dict(timeout=timeout, expected=expected, exercises=sorted(EXERCISES))
     report, lock = GradeReport(out), threading.Lock()

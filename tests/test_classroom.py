@@ -147,6 +147,8 @@ def test_feedback_in_words(graded):
     assert "died (exit code 3) in cell 3" in feedback(graded, "erin")
     frank = feedback(graded, "frank.txt")
     assert "hw.ipynb is missing from the submission (handed in: frank.txt)" in frank
+    alone = C.grade_student("frank.txt", [graded["d"] / "subs" / "frank.txt"], {}, 1, 5, graded["out"] / "logs")   # no --assignment
+    assert C.feedback_markdown(alone).count("no Jupyter notebook (.ipynb) was handed in (found: frank.txt)") == 1
     assert "gina: " not in feedback(graded, "gina") and "hw.ipynb is not valid notebook JSON (line 1" in feedback(graded, "gina")
     assert "✅ merge_pair" in feedback(graded, "hank")
     assert (graded["out"] / "logs" / "bob__hw.log").read_text().count("NOT YET merge_pair") == 1   # the student's own check cell ran
@@ -181,6 +183,17 @@ def test_interrupted_run_keeps_finished_students(tmp_path, monkeypatch):
     write(S / "cid" / "hw.ipynb", nb(WRONG, "check(merge_pair)"))
     r = C.grade(S, tmp_path / "out", timeout=2, progress=False)
     assert r.graded == ["cid"] and r.totals["cid"] == (0.5, 1)
+
+
+def test_patched_checker_and_output_inside_submissions(tmp_path):
+    S = tmp_path / "subs"
+    cheat = "import llm_course.exercises as X\nX.EXERCISES['merge_pair'].reference = merge_pair"
+    write(S / "mallory" / "hw.ipynb", nb(WRONG, cheat, "check(merge_pair)"))
+    (S / "mallory" / "data.csv").write_text("a\n1\n")                   # a data file next to the notebook is no problem
+    r = C.grade(S, S / "graded", timeout=2, progress=False)               # the output folder inside is not a student
+    assert r.totals == {"mallory": (0.5, 1)}
+    text = (S / "graded" / "feedback" / "mallory.md").read_text()
+    assert "the last token is dropped" in text and "not a Jupyter notebook" not in text and "data.csv" not in text
 
 
 def test_hard_limit_kills_a_notebook_that_ignores_the_alarm(tmp_path):
