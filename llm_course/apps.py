@@ -17,9 +17,9 @@ from .data import TextData
 
 # %% auto #0
 __all__ = ['OUT_OF_SCOPE_INTENT', 'CANNED_REPLIES', 'Embedder', 'NearestCentroid', 'train_probe', 'confidence',
-           'choose_threshold', 'auroc', 'scope_report', 'plot_scores', 'IntentRouter', 'drop_texts', 'precision_at_k',
-           'recall_at_k', 'dcg_at_k', 'ndcg_at_k', 'simulate_users', 'profile_scores', 'evaluate_ranking', 'neighbours',
-           'ServiceError', 'Service', 'serve', 'post_json', 'time_requests']
+           'choose_threshold', 'auroc', 'scope_report', 'plot_scores', 'IntentRouter', 'router_widget', 'drop_texts',
+           'precision_at_k', 'recall_at_k', 'dcg_at_k', 'ndcg_at_k', 'simulate_users', 'profile_scores',
+           'evaluate_ranking', 'neighbours', 'ServiceError', 'Service', 'serve', 'post_json', 'time_requests']
 
 # %% ../nbs/11_applications.ipynb #f124b88a
 class Embedder:
@@ -191,6 +191,20 @@ class IntentRouter:
             intent = self.label_names[i] if s >= self.threshold else OUT_OF_SCOPE_INTENT
             out.append(dict(intent=intent, confidence=round(float(s), 4), reply=self.replies[intent]))
         return out
+
+# %% ../nbs/11_applications.ipynb #d85535a3
+def router_widget(router: IntentRouter, # the router to try
+                  text: str = "hello, my card was stolen", # the first message shown
+                 ):
+    "A text box that shows the router's intent, confidence and reply for what you type (press Enter)."
+    import html, ipywidgets as W
+    box, out = W.Text(value=text, placeholder="type a customer message", continuous_update=False, layout=W.Layout(width="70%")), W.HTML()
+    def show(_=None):
+        if not box.value.strip(): out.value = "<i>type a message and press Enter</i>"; return
+        r = router.predict([box.value])[0]
+        out.value = f"<b>{html.escape(r['intent'])}</b> (confidence {r['confidence']:.2f}): {html.escape(r['reply'])}"
+    box.observe(show, names="value"); show()
+    return W.VBox([box, out])
 
 # %% ../nbs/11_applications.ipynb #c00f22bc
 def drop_texts(data: TextData, # the data set to filter

@@ -12,8 +12,8 @@ from sklearn.neighbors import NearestCentroid as SkNearestCentroid
 
 from llm_course.apps import (CANNED_REPLIES, OUT_OF_SCOPE_INTENT, Embedder, IntentRouter, NearestCentroid, Service, ServiceError,
                              auroc, choose_threshold, confidence, dcg_at_k, drop_texts, evaluate_ranking, ndcg_at_k, neighbours,
-                             post_json, precision_at_k, profile_scores, recall_at_k, scope_report, serve, simulate_users,
-                             time_requests, train_probe)
+                             post_json, precision_at_k, profile_scores, recall_at_k, router_widget, scope_report, serve,
+                             simulate_users, time_requests, train_probe)
 from llm_course.data import TextData, load_intents, split_data
 
 
@@ -128,6 +128,15 @@ def test_router_routes_and_rejects():
         IntentRouter(fake_embed, NearestCentroid().fit(X, y), ["card_lost", "check_balance"], 0.5, replies={"card_lost": "ok"})
     ids, s = confidence(NearestCentroid().fit(X, np.array(["x", "x", "y", "y"])), fake_embed(["zz"]))
     assert ids.tolist() == ["y"] and abs(s[0] - 2.5 / np.sqrt(6.5)) < 1e-12   # centroid (z 2.5, y 0.5)
+
+def test_router_widget():
+    X = fake_embed(["aaa", "zzz"])
+    router = IntentRouter(fake_embed, NearestCentroid().fit(X, [0, 1]), ["card_lost", "check_balance"], threshold=0.9,
+                          replies={"card_lost": "frozen <now>", "check_balance": "b", OUT_OF_SCOPE_INTENT: "sorry"})
+    box, out = router_widget(router, "aaaa").children
+    assert "<b>card_lost</b>" in out.value and "frozen &lt;now&gt;" in out.value       # replies escaped
+    box.value = "mmm"; assert "<b>out_of_scope</b>" in out.value and "sorry" in out.value
+    box.value = " "; assert "type a message" in out.value
 
 def test_train_probe_picks_C_on_validation():
     rng = np.random.default_rng(0)
