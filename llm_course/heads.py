@@ -21,10 +21,10 @@ from .evaluation import accuracy_score, f1_score
 # %% auto #0
 __all__ = ['POOLINGS', 'METHODS', 'HEAD_FILE', 'HEAD_WEIGHTS', 'HFBackbone', 'as_backbone', 'backbone_layers', 'pool',
            'cross_entropy', 'class_weights', 'SequenceClassifier', 'SequenceRegressor', 'TokenClassifier',
-           'count_parameters', 'freeze', 'layerwise_param_groups', 'ParamGroups', 'predict_logits',
-           'classification_metrics', 'metrics_from_logits', 'finetune', 'tfidf_baseline', 'Predictions',
-           'TextClassifier', 'save_classifier', 'load_classifier', 'DataError', 'read_csv', 'read_labelled_csv',
-           'load_backbone', 'add_peft_lora', 'finetune_csv', 'predict_csv']
+           'count_parameters', 'freeze', 'layerwise_param_groups', 'predict_logits', 'classification_metrics',
+           'metrics_from_logits', 'finetune', 'tfidf_baseline', 'Predictions', 'TextClassifier', 'save_classifier',
+           'load_classifier', 'DataError', 'read_csv', 'read_labelled_csv', 'load_backbone', 'add_peft_lora',
+           'finetune_csv', 'predict_csv']
 
 # %% ../nbs/06_heads.ipynb #b1d16036
 class HFBackbone(nn.Module):
@@ -276,24 +276,7 @@ def layerwise_param_groups(model: nn.Module, # a head on a backbone
     if not groups: raise ValueError("No parameter requires a gradient: nothing to train. Call freeze(model, ...) with 'head', k or 'all'.")
     return groups
 
-class ParamGroups(Callback):
-    "Give `fit`'s AdamW these parameter groups (own learning rates, weight decay) in place of its two default groups."
-    def __init__(self, groups: list[dict]): self.groups = groups
 
-    def on_train_begin(self, state):
-        if state.step: raise ValueError("ParamGroups cannot resume a run: start afresh (resume=False) or train without it.")
-        opt, sched = state.optimizer, state.scheduler
-        ours = {id(p) for g in self.groups for p in g["params"]}
-        theirs = {id(p) for g in opt.param_groups for p in g["params"]}
-        if ours != theirs: raise ValueError(f"The parameter groups hold {len(ours)} tensors but fit trains {len(theirs)}: "
-                                            "build them after freeze(...), from the model you pass to fit.")
-        opt.param_groups.clear(); opt.state.clear()
-        for g in self.groups: opt.add_param_group(dict(g))
-        factor = sched.lr_lambdas[0]                                  # the warm-up + cosine shared by all groups
-        sched.lr_lambdas = [factor] * len(opt.param_groups)
-        sched.base_lrs = [g["lr"] for g in opt.param_groups]
-        for g in opt.param_groups: g["initial_lr"] = g["lr"]; g["lr"] = g["initial_lr"] * factor(sched.last_epoch)
-        sched._last_lr = [g["lr"] for g in opt.param_groups]
 
 # %% ../nbs/06_heads.ipynb #2a391a67
 @torch.no_grad()
@@ -356,7 +339,7 @@ def finetune(model: SequenceClassifier, # a classifier on a pretrained backbone
                       metric="macro_f1", mode="max", patience=patience if valid_loader is not None else None)
     eval_fn = lambda m, d: classification_metrics(m, _take(d, eval_batches))
     t0 = time.perf_counter()
-    history = fit(model, train_loader, valid_loader, cfg, callbacks=[ParamGroups(groups)], eval_fn=eval_fn)
+    history = fit(model, train_loader, valid_loader, cfg, eval_fn=eval_fn, param_groups=groups)
     return dict(**counts, seconds=time.perf_counter() - t0, steps=len(history.steps), history=history)
 
 def _take(loader, n):
@@ -591,7 +574,7 @@ def finetune_csv(train: str | Path, # CSV with text and label columns
     groups = layerwise_param_groups(model, lr, head_lr=max(lr, 1e-3))
     t0 = time.perf_counter()
     history = fit(model, loader, config=TrainConfig(lr=lr, max_steps=steps, warmup_steps=max(1, steps // 10), seed=seed,
-                                                   progress=progress, plot=False), callbacks=[ParamGroups(groups)])
+                                                   progress=progress, plot=False), param_groups=groups)
     result = dict(method=method, steps=len(history.steps), seconds=time.perf_counter() - t0, train_loss=history.loss[-1], **counts)
     if valid_data is not None:
         result.update({f"valid_{k}": v for k, v in classification_metrics(model, make_loader(valid_data, tokenizer, batch_size=batch_size, max_length=max_length)).items()})

@@ -91,13 +91,24 @@ def make_scheduler(optimizer: torch.optim.Optimizer, # the optimizer whose learn
 # %% ../nbs/04_training.ipynb #67462cb4
 def make_optimizer(model: nn.Module, # the model; only parameters with requires_grad are optimised
                    config: TrainConfig, # uses lr, weight_decay, betas, eps
+                   param_groups: list[dict] | None = None, # your own groups (dicts with `params` and e.g. `lr`, `weight_decay`)
                   ) -> torch.optim.AdamW:
-    "AdamW with weight decay on matrices and embeddings (ndim >= 2), none on biases and norm gains."
+    "AdamW with weight decay on matrices and embeddings (ndim >= 2), none on biases and norm gains; or AdamW over `param_groups`."
     params = [p for p in model.parameters() if p.requires_grad]
     if not params: raise ValueError("The model has no parameter with requires_grad=True: nothing to train. Unfreeze some parameters first.")
-    groups = [dict(params=[p for p in params if p.ndim >= 2], weight_decay=config.weight_decay),
-              dict(params=[p for p in params if p.ndim < 2], weight_decay=0.0)]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+    if param_groups is None:
+        groups = [dict(params=[p for p in params if p.ndim >= 2], weight_decay=config.weight_decay),
+                  dict(params=[p for p in params if p.ndim < 2], weight_decay=0.0)]
+    else:
+        groups = [dict(g, params=list(g["params"])) for g in param_groups]
+        ours, trainable = [id(p) for g in groups for p in g["params"]], {id(p) for p in params}
+        if len(ours) != len(set(ours)): raise ValueError("A parameter appears in two of the param_groups: give each tensor one group.")
+        if set(ours) != trainable:
+            raise ValueError(f"The param_groups hold {len(set(ours) & trainable)} of the model's {len(trainable)} trainable tensors and "
+                             f"{len(set(ours) - trainable)} others (frozen or from another model): build them after freezing, "
+                             "from the model you train.")
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+
 
 # %% ../nbs/04_training.ipynb #999311e6
 def to_device(batch: Any, # a tensor, or a dict/list/tuple of them (nested), other values passed through
@@ -457,6 +468,7 @@ def fit(model: nn.Module, # returns `(logits, loss)` or an output with `.loss` (
         loss_fn: Callable = compute_loss, # loss_fn(model, batch) -> scalar loss
         eval_fn: Callable | None = None, # eval_fn(model, valid_batches) -> dict of metrics; default `evaluate`
         resume: bool | str | Path = False, # True: continue from the newest checkpoint in out_dir; or a checkpoint path
+        param_groups: list[dict] | None = None, # AdamW groups with their own `lr` / `weight_decay` (see `make_optimizer`)
        ) -> History:
     "Train `model` on `train_data` for `config.max_steps` optimizer steps; returns the `History`."
     cfg = config or TrainConfig()
@@ -465,7 +477,7 @@ def fit(model: nn.Module, # returns `(logits, loss)` or an output with `.loss` (
     train = _as_loader(train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, name="train_data")
     valid = None if valid_data is None else _as_loader(valid_data, cfg.batch_size, shuffle=False, seed=0, name="valid_data")
     run_eval = eval_fn or (lambda m, d: evaluate(m, d, loss_fn, max_batches=cfg.eval_batches, bf16=bf16))
-    state = TrainState(model, (opt := make_optimizer(model, cfg)), (sched := make_scheduler(opt, cfg)), cfg)
+    state = TrainState(model, (opt := make_optimizer(model, cfg, param_groups)), (sched := make_scheduler(opt, cfg)), cfg)
     if cfg.patience and (valid is None or not cfg.eval_every):
         raise ValueError("patience (early stopping) needs valid_data and eval_every > 0: it counts evaluations without improvement.")
     ckpt = _resume_from(resume, cfg.out_dir)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from llm_course.core import set_seed
-from llm_course.heads import (HFBackbone, ParamGroups, SequenceClassifier, SequenceRegressor, TextClassifier, TokenClassifier,
+from llm_course.heads import (HFBackbone, SequenceClassifier, SequenceRegressor, TextClassifier, TokenClassifier,
                               as_backbone, class_weights, count_parameters, cross_entropy, freeze, layerwise_param_groups,
                               load_classifier, pool, save_classifier)
 from llm_course.training import Callback, TrainConfig, fit
@@ -169,7 +169,7 @@ class _LRs(Callback):
     def on_step_end(self, state): self.lrs.append([g["lr"] for g in state.optimizer.param_groups])
 
 
-def test_param_groups_callback_drives_fit():
+def test_layerwise_param_groups_drive_fit():
     set_seed(0)
     clf = SequenceClassifier(Encoder(CFG), 3, dropout=0.0)
     freeze(clf, "all")
@@ -178,7 +178,7 @@ def test_param_groups_callback_drives_fit():
     emb_before = clf.backbone.wte.weight.detach().clone()
     spy = _LRs()
     loader = torch.utils.data.DataLoader(_toy_batches(), batch_size=None)
-    fit(clf, loader, config=TrainConfig(max_steps=4, warmup_steps=2, progress=False, plot=False), callbacks=[ParamGroups(groups), spy])
+    fit(clf, loader, config=TrainConfig(max_steps=4, warmup_steps=2, progress=False, plot=False), param_groups=groups, callbacks=[spy])
     factors = [0.5, 1.0, 0.5, 0.0]   # after steps 1..4: warm-up half, peak, cosine half-way, end
     for lrs, f in zip(spy.lrs, factors): torch.testing.assert_close(torch.tensor(lrs), base * f, rtol=1e-12, atol=1e-15)
     assert not torch.equal(clf.backbone.wte.weight, emb_before)        # the embeddings group did learn
@@ -189,8 +189,8 @@ def test_param_groups_must_match_what_fit_trains():
     freeze(clf, "all"); groups = layerwise_param_groups(clf, 1e-3)
     freeze(clf, "head")                                               # groups built for another freezing
     loader = torch.utils.data.DataLoader(_toy_batches(1), batch_size=None)
-    with pytest.raises(ValueError, match="build them after freeze"):
-        fit(clf, loader, config=TrainConfig(max_steps=1, progress=False, plot=False), callbacks=[ParamGroups(groups)])
+    with pytest.raises(ValueError, match="build them after freezing"):
+        fit(clf, loader, config=TrainConfig(max_steps=1, progress=False, plot=False), param_groups=groups)
 
 
 def test_backbone_protocol_refusals():

@@ -47,6 +47,38 @@ def test_resume_after_interrupt_is_bitwise_exact(data, tmp_path, k):
     assert weights_diff(full, again) == 0.0
 
 
+
+def _groups(model):
+    "Two AdamW groups with their own learning rates: the embeddings and everything else."
+    emb = [p for n, p in model.named_parameters() if "wte" in n or "wpe" in n]
+    rest = [p for n, p in model.named_parameters() if "wte" not in n and "wpe" not in n]
+    assert emb and rest
+    return [dict(params=emb, lr=1e-3, weight_decay=0.0), dict(params=rest, lr=4e-3)]
+
+
+def test_param_groups_train_with_their_own_rates_and_resume_exactly(data, tmp_path):
+    "fit(param_groups=...): each group keeps its own peak rate under the shared schedule, and an interrupted run resumes exactly."
+    c = cfg(max_steps=7, ckpt_every=3, out_dir=str(tmp_path / "run"))
+    full = tiny_gpt2(BLOCK, dropout=0.1, seed=0)
+    seen = []
+    class Spy(Callback):
+        def on_step_end(self, state): seen.append([g["lr"] for g in state.optimizer.param_groups])
+    h_full = fit(full, data, config=cfg(max_steps=7), param_groups=_groups(full), callbacks=[Spy()])
+    assert all(abs(a / b - 0.25) < 1e-12 for a, b in seen if b > 0)          # 1e-3 / 4e-3 at every step
+    assert max(b for _, b in seen) == pytest.approx(4e-3 * lr_factor(2, 2, 7), rel=1e-9)
+    part = tiny_gpt2(BLOCK, dropout=0.1, seed=0)
+    fit(part, data, config=c, param_groups=_groups(part), callbacks=[InterruptAt(4)])
+    again = tiny_gpt2(BLOCK, dropout=0.1, seed=5)
+    h_res = fit(again, data, config=c, param_groups=_groups(again), resume=True)
+    assert h_res.loss == h_full.loss and h_res.lr == h_full.lr
+    assert weights_diff(full, again) == 0.0
+
+
+def test_param_groups_must_cover_the_trainable_parameters(data):
+    m = tiny_gpt2(BLOCK, seed=0)
+    with pytest.raises(ValueError, match="trainable tensors"):
+        fit(m, data, config=cfg(max_steps=2), param_groups=_groups(m)[:1])
+
 def sigint_at(calls_to_signal, presses=1):
     "A loss_fn that sends SIGINT (a real Ctrl-C) to this process `presses` times during its n-th call."
     calls = {"n": 0}
