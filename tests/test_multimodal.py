@@ -110,7 +110,7 @@ def test_byte_text_encoder_ignores_padding():
 
 
 def test_model_bad_input():
-    model = make_clip(profile=get_profile("ci"))
+    model = make_clip(profile=get_profile("ci"), device="cpu")
     with pytest.raises(ValueError, match="3 images but 2 captions"): model(torch.rand(3, 1, 8, 8), ["a 1", "a 2"])
     with pytest.raises(ValueError, match="no captions"): model.encode_text([])
     with pytest.raises(ValueError, match="use one of"): make_clip(text="gpt")
@@ -120,7 +120,7 @@ def test_model_bad_input():
 
 
 def test_prompt_ensembling_is_mean_of_unit_embeddings():
-    model = make_clip(profile=get_profile("ci")).eval()
+    model = make_clip(profile=get_profile("ci"), device="cpu").eval()
     prompts = class_prompts(TRAIN_TEMPLATES[:3], classes=[1, 4])
     with torch.no_grad(): ref = F.normalize(torch.stack([model.encode_text(p).mean(0) for p in prompts]), dim=-1)
     torch.testing.assert_close(zero_shot_classifier(model, prompts), ref, rtol=0, atol=1e-6)
@@ -183,7 +183,7 @@ def test_training_learns_repeats_and_clamps():
     runs = []
     for _ in range(2):
         set_seed(0)
-        model = make_clip("cnn", "bytes", profile=p)
+        model = make_clip("cnn", "bytes", profile=p, device="cpu")
         h = train_clip(model, s["train"], s["valid"], steps=150, class_aware=True, profile=p, progress=False)
         runs.append((model, h))
     (model, h), (_, h2) = runs
@@ -197,3 +197,14 @@ def test_training_learns_repeats_and_clamps():
     state = S(); state.model = model
     ClampLogitScale().on_step_end(state)
     assert abs(model.logit_scale.item() - math.log(100)) < 1e-6
+
+
+def test_bf16_autocast_path_and_minilm_training():
+    "fit's bf16 autocast (the CUDA default) through the towers and the class-aware loss, here on the CPU; the frozen-MiniLM model trains."
+    p = get_profile("ci")
+    s = split_digits(profile=p)
+    for text in ("bytes", "minilm"):
+        set_seed(0)
+        model = make_clip("vit", text, profile=p, device="cpu")
+        h = train_clip(model, s["train"], s["valid"], steps=3, class_aware=True, profile=p, progress=False, bf16=True)
+        assert len(h.loss) == 3 and all(math.isfinite(x) for x in h.loss) and "zero_shot_acc" in h.evals[-1]
