@@ -127,6 +127,11 @@ def notebook_exercises(nb: dict | None, # a notebook (or None)
 def _child_main(job_path: str):
     "Run in the child process: execute the notebook's cells, check the exercises, write the results as JSON."
     job = json.loads(Path(job_path).read_text())
+    def _orphaned():   # the grader was killed (kill -9, closed terminal): stop too, instead of running on unseen
+        while True:
+            if os.getppid() != job["parent"]: os._exit(1)
+            time.sleep(1)
+    threading.Thread(target=_orphaned, daemon=True).start()
     from IPython.core.interactiveshell import InteractiveShell
     shell = InteractiveShell.instance(colors="nocolor")
     errors, progress = [], Path(job["progress"])
@@ -185,7 +190,7 @@ def run_notebook(path: str | Path, # the student's notebook
         work = Path(tmp) / "work"   # a copy: the student's code cannot change the submission
         if folder: shutil.copytree(folder, work, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
         else: work.mkdir(); shutil.copy2(path, work)
-        job = dict(cells=cells, exercises=exercises, timeout=timeout, progress=str(Path(tmp) / "progress"), result=str(Path(tmp) / "result.json"))
+        job = dict(cells=cells, exercises=exercises, timeout=timeout, parent=os.getpid(), progress=str(Path(tmp) / "progress"), result=str(Path(tmp) / "result.json"))
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         limit = timeout * (len(cells) + len(exercises)) + startup
         cmd = [sys.executable, "-c", "import sys; from llm_course.classroom import _child_main; _child_main(sys.argv[1])", str(Path(tmp) / "job.json")]

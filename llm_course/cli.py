@@ -127,8 +127,12 @@ def _cmd_release(args) -> int:
 
 def _cmd_grade(args) -> int:
     from llm_course.classroom import grade
-    r = grade(args.submissions, args.out, assignment=args.assignment, timeout=args.timeout, workers=args.workers,
-              force=args.force, progress=not args.quiet)
+    try: r = grade(args.submissions, args.out, assignment=args.assignment, timeout=args.timeout, workers=args.workers,
+                   force=args.force, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"interrupted: the students graded so far are kept in {args.out}; run the same command again to grade the rest",
+              file=sys.stderr)
+        return 130
     for student, (got, best) in sorted(r.totals.items()): print(f"{student:<24} {got:g} / {best:g}")
     print(r)
     return 0

@@ -204,6 +204,33 @@ def test_hard_limit_kills_a_notebook_that_ignores_the_alarm(tmp_path):
     assert "the notebook was stopped after 7 s, in cell 2" in r["errors"][0] and r["exercises"][0]["points"] == 0
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_child_stops_when_the_grader_is_killed(tmp_path):
+    import os, signal, subprocess, sys
+    p = write(tmp_path / "hw.ipynb", nb("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass"))
+    grader = subprocess.Popen([sys.executable, "-c", f"from llm_course.classroom import run_notebook; run_notebook({str(p)!r}, [], timeout=300)"])
+    def children():
+        out = []
+        for d in Path("/proc").iterdir():
+            try:
+                if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == grader.pid and \
+                   b"_child_main" in (d / "cmdline").read_bytes(): out.append(int(d.name))
+            except (OSError, IndexError, ValueError): pass
+        return out
+    t0 = time.time()
+    while not children() and time.time() - t0 < 20: time.sleep(0.2)
+    kids = children(); assert kids, "the grader never started its child process"
+    time.sleep(1); os.kill(grader.pid, signal.SIGKILL); grader.wait()
+    t0 = time.time()
+    while any(Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] for k in kids) \
+          and time.time() - t0 < 10: time.sleep(0.2)
+    stopped = time.time() - t0 < 10
+    for k in kids:                                   # tidy up if it failed
+        try: os.kill(k, signal.SIGKILL)
+        except ProcessLookupError: pass
+    assert stopped, "the orphaned child kept running"
+
+
 def test_bad_submissions_folder(tmp_path):
     status, _, err = run_cli("classroom", "grade", tmp_path / "nothing", "--out", tmp_path / "out")
     assert status == 2 and "is not a folder of submissions" in err
