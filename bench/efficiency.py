@@ -103,10 +103,10 @@ def smollm2_section(a):
                           agree=(m(input_ids=ids).logits.argmax(-1) == ref).float().mean().item())
         t = interleaved_times({k: (lambda m=m: m(input_ids=ids)) for k, m in variants.items()}, repeats=a.repeats, warmup=1)
     print(f"\nSmolLM2-135M forward on {ids.shape[1]} held-out tokens, CPU (the tied lm_head stays fp32 in all; dynamic = int8 weights and activations)")
-    print(f"{'weights':<16}{'MB':>8}{'size/fp32':>11}{'perplexity':>12}{'top-1 agree':>13}{'time/fp32':>11}")
+    print(f"{'weights':<23}{'MB':>8}{'size/fp32':>11}{'perplexity':>12}{'top-1 agree':>13}{'time/fp32':>11}")
     for k, r in res.items():
         r.update(s=t[k], time_vs_fp32=t[k] / t["fp32"])
-        print(f"{k:<16}{r['bytes'] / 1e6:>8.1f}{r['bytes'] / res['fp32']['bytes']:>10.2f}x{r['ppl']:>12.3f}{r['agree']:>13.1%}{r['time_vs_fp32']:>10.2f}x")
+        print(f"{k:<23}{r['bytes'] / 1e6:>8.1f}{r['bytes'] / res['fp32']['bytes']:>10.2f}x{r['ppl']:>12.3f}{r['agree']:>13.1%}{r['time_vs_fp32']:>10.2f}x")
     return res
 
 
