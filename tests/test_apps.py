@@ -139,11 +139,17 @@ def test_router_widget():
     box.value = " "; assert "type a message" in out.value
 
 def test_train_probe_picks_C_on_validation():
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(80, 4)), rng.integers(0, 2, 80)
-    X[:, 0] += 3 * y
-    m = train_probe(X[:60], y[:60], X[60:], y[60:], Cs=(0.001, 1.0))
-    assert m.C in (0.001, 1.0) and (m.predict(X[60:]) == y[60:]).mean() > 0.8
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score as sk_f1
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(120, 40)), rng.integers(0, 2, 120)          # one informative feature among 40: C matters
+    X[:, 0] += 1.5 * y
+    Cs = (1e-3, 0.03, 1.0, 100.0)
+    m = train_probe(X[:60], y[:60], X[60:], y[60:], Cs=Cs)
+    f1s = [sk_f1(y[60:], LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(X[:60], y[:60]).predict(X[60:]), average="macro")
+           for C in Cs]
+    assert len(set(np.round(f1s, 9))) == len(Cs), f1s                   # the Cs really differ here, so the choice is tested
+    assert m.C == Cs[int(np.argmax(f1s))] == 1.0, (m.C, dict(zip(Cs, f1s)))   # the C with the best validation macro-F1, not the first or last
 
 def test_drop_texts():
     a = TextData(["x", "y", "z"], [0, 1, 0], ["n", "p"], "a")
