@@ -685,6 +685,19 @@ register(Exercise(
      "the update is scaled by lora_alpha alone (divide by r too)": _lora_with(scaling=lambda a, r: a),
      "the base layer's bias is left out": _lora_with(bias=False)}, atol=1e-5))
 
+# %% ../nbs/95_exercises.ipynb #623597c6
+def _load_bank():
+    "Register the exercises of lessons 09-12 from `llm_course.exercise_bank` (reloaded when it was imported before)."
+    import importlib, sys
+    name = "llm_course.exercise_bank"
+    bank = importlib.reload(sys.modules[name]) if name in sys.modules else importlib.import_module(name)
+    for ex in bank.make_exercises(Exercise, Case):
+        old = EXERCISES.get(ex.name)
+        if old is not None and old.notebook == ex.notebook: del EXERCISES[ex.name]   # the same exercise, loaded again
+        register(ex)
+
+_load_bank()
+
 # %% ../nbs/95_exercises.ipynb #5a7ba780
 def exercise_table(lesson: str | None = None) -> str:
     "A text table of the exercises: name, lesson, notebook, points, title."

@@ -22,8 +22,8 @@ def fails_with(fn, name, *words):
 
 
 def test_registry_covers_lessons():
-    assert len(EXERCISES) >= 8
-    assert {e.lesson for e in EXERCISES.values()} >= {"02", "03", "04", "05", "06", "07", "08"}
+    assert len(EXERCISES) >= 15
+    assert {e.lesson for e in EXERCISES.values()} >= {"02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12"}
     for e in EXERCISES.values():
         assert e.hint and e.task and e.signature.startswith(f"def {e.name}(")
         assert (NBS / f"{e.notebook}.ipynb").is_file(), e.notebook
@@ -205,6 +205,112 @@ def test_lora_forward_feedback():
     r = fails_with(lambda x, base, A, B, alpha: base(x) + x @ B.T @ A.T, "lora_forward", "raised RuntimeError")
     assert "B = 0" not in r.problems[0]   # the B = 0 case passes a function that ignores the update: the others catch it
     fails_with(lambda x, base, A, B, alpha: base(x), "lora_forward", "B non-zero")
+
+
+# --- lesson 09 -------------------------------------------------------------------------------------------------
+def test_calibrate_feedback():
+    from llm_course.prompting import calibrate
+    mine = lambda probs, p_cf: (probs / p_cf) / (probs / p_cf).sum(1, keepdims=True)
+    assert check(mine, "calibrate").ok
+    p = np.random.default_rng(0).dirichlet(np.ones(3), 5)
+    np.testing.assert_allclose(calibrate(p, np.full(3, 1 / 3)), p, rtol=0, atol=1e-12)   # a uniform p_cf changes nothing
+    fails_with(lambda probs, p_cf: probs / p_cf, "calibrate", "not renormalised")
+    fails_with(lambda probs, p_cf: probs - p_cf, "calibrate", "on probs (4, 2), p_cf=[0.7, 0.3]")
+    fails_with(lambda probs, p_cf: np.exp(probs / p_cf) / np.exp(probs / p_cf).sum(1, keepdims=True), "calibrate", "a softmax")
+
+
+def test_word_logprob_matches_a_real_lm_and_names_mistakes():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from llm_course.prompting import naive_label_logprobs
+    def mine(logits, word_ids):
+        m = len(word_ids)
+        return float(logits[-m - 1:-1].log_softmax(-1).gather(1, torch.tensor(word_ids)[:, None]).sum())
+    assert check(mine, "word_logprob").ok
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=30, n_positions=16, n_embd=8, n_layer=1, n_head=2)).eval()
+    prompt, word = [3, 1, 4, 1, 5], [9, 2]
+    with torch.no_grad(): logits = lm(torch.tensor([prompt + word])).logits[0]
+    assert abs(mine(logits, word) - naive_label_logprobs(lm, prompt, [word])[0].item()) < 1e-5
+    fails_with(lambda logits, w: float(logits[-len(w):].log_softmax(-1)[torch.arange(len(w)), w].sum()), "word_logprob", "one position earlier")
+    fails_with(lambda logits, w: float(logits[-len(w) - 1:-1].softmax(-1)[torch.arange(len(w)), w].log().sum()), "word_logprob",
+               "on logits (4, 50) large")   # log of softmax underflows to -inf where log_softmax does not
+
+
+# --- lesson 10 -------------------------------------------------------------------------------------------------
+def test_absmax_quantize_feedback_and_torch_parity():
+    def mine(w, bits=8):
+        qmax = 2 ** (bits - 1) - 1
+        scale = (w.abs().amax(1, keepdim=True) / qmax).clamp_min(torch.finfo(torch.float32).eps)
+        return torch.round(w / scale).clamp(-qmax, qmax).to(torch.int8), scale
+    assert check(mine, "absmax_quantize").ok
+    w = torch.randn(6, 32, generator=torch.Generator().manual_seed(1))
+    q, scale = mine(w)
+    fq = torch.fake_quantize_per_channel_affine(w, scale[:, 0], torch.zeros(6, dtype=torch.int32), 0, -127, 127)
+    torch.testing.assert_close(q.float() * scale, fq, rtol=0, atol=1e-6)
+    fails_with(lambda w, bits=8: mine(w, bits)[::-1], "absmax_quantize", "has shape (4, 1), expected (4, 8)")
+    fails_with(lambda w, bits=8: (mine(w, bits)[0], mine(w, bits)[1][:, 0]), "absmax_quantize", "has shape (4,), expected (4, 1)")
+    fails_with(lambda w, bits=8: (mine(w, 8)[0], mine(w, 8)[1]), "absmax_quantize", "on w (3, 16), bits=4")   # bits ignored
+    def per_tensor(w, bits=8):
+        s = (w.abs().max() / 127).expand(w.shape[0], 1)
+        return torch.round(w / s).to(torch.int8), s
+    fails_with(per_tensor, "absmax_quantize", "per tensor")
+
+
+# --- lesson 11 -------------------------------------------------------------------------------------------------
+def test_ndcg_feedback_and_sklearn_parity():
+    from sklearn.metrics import ndcg_score
+    from llm_course.apps import ndcg_at_k
+    def mine(rel, s, k):
+        out = []
+        for r, x in zip(rel, s):
+            top = [r[i] for i in sorted(range(len(x)), key=lambda i: -x[i])[:k]]
+            best = sorted(r, reverse=True)[:k]
+            d = lambda v: sum(g / math.log2(i + 2) for i, g in enumerate(v))
+            out.append(d(top) / d(best) if d(best) > 0 else 0.0)
+        return sum(out) / len(out)
+    assert check(mine, "ndcg_at_k").ok
+    rng = np.random.default_rng(3)
+    for k in (1, 3, 7, 20):
+        rel, s = rng.integers(0, 4, (5, 9)).astype(float), rng.random((5, 9))
+        assert abs(ndcg_at_k(rel, s, k) - ndcg_score(rel, s, k=k)) < 1e-12
+        assert abs(mine(rel, s, k) - ndcg_score(rel, s, k=k)) < 1e-12
+    fails_with(lambda rel, s, k: mine(rel, -s, k), "ndcg_at_k", "lowest score first")
+    fails_with(lambda rel, s, k: float(np.mean([mine(r[None], x[None], k) for r, x in zip(rel, s) if r.any()])),
+               "ndcg_at_k", "the first has nothing relevant (it scores 0)")   # users with nothing relevant dropped
+
+
+# --- lesson 12 -------------------------------------------------------------------------------------------------
+def test_clip_loss_feedback_and_hf_parity():
+    from transformers.models.clip.modeling_clip import image_text_contrastive_loss
+    def mine(logits):
+        lp_i, lp_t = logits.log_softmax(1), logits.log_softmax(0)
+        return -(lp_i.diagonal().mean() + lp_t.diagonal().mean()) / 2
+    assert check(mine, "clip_loss").ok
+    s = torch.randn(7, 7, generator=torch.Generator().manual_seed(2)) * 5
+    torch.testing.assert_close(mine(s), image_text_contrastive_loss(s.T), rtol=1e-6, atol=1e-6)
+    fails_with(lambda l: -(l.log_softmax(1).diagonal().mean() + l.log_softmax(1).diagonal().mean()) / 2, "clip_loss", "image→text direction")
+    fails_with(lambda l: float(mine(l)), "clip_loss", "should be a torch.Tensor, got float")
+    naive = lambda l: -(torch.log(l.exp() / l.exp().sum(1, keepdim=True)).diagonal().mean()
+                        + torch.log(l.exp() / l.exp().sum(0, keepdim=True)).diagonal().mean()) / 2
+    r = fails_with(naive, "clip_loss", "on logits (6, 6) large", "NaN")
+    assert r.passed == 3
+
+
+# --- the released lessons 09-12 notebooks: the stubs score 0, the solutions full marks ----------------------
+def test_release_and_grade_lessons_09_to_12(tmp_path):
+    from llm_course import classroom as C
+    names = ["ex09_prompting", "ex10_efficiency", "ex11_applications", "ex12_multimodal"]
+    C.release(NBS, tmp_path / "rel")
+    def merged(folder):   # one notebook of all four: one grading process each for the stubs and the solutions
+        cells = [c for n in names for c in C.read_notebook(folder / f"{n}.ipynb")["cells"]]
+        return dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)
+    exercises = [n for nb in names for n in C.notebook_exercises(C.read_notebook(NBS / f"{nb}.ipynb"), nb)]
+    assert exercises == ["calibrate", "word_logprob", "absmax_quantize", "ndcg_at_k", "clip_loss"]
+    for kind, folder, want in (("stub", tmp_path / "rel", 0.0), ("solution", NBS, 1.0)):
+        p = tmp_path / f"{kind}.ipynb"; p.write_text(json.dumps(merged(folder)))
+        res = C.run_notebook(p, exercises, timeout=20)
+        got = {e["exercise"]: e["points"] for e in res["exercises"]}
+        assert got == dict.fromkeys(exercises, want), (kind, res)
 
 
 # --- the machinery ---------------------------------------------------------------------------------------------
