@@ -12,12 +12,12 @@ import torch
 
 from .assets import check_tokenizer_matches     # lesson 01a: a tokenizer from another model is refused
 from .data import TextData
-from .evaluation import accuracy_score, expected_calibration_error, f1_score
+from .evaluation import PairedBootstrapResult, accuracy_score, expected_calibration_error, f1_score
 
 # %% auto #0
 __all__ = ['CONTENT_FREE', 'Template', 'Verbalizer', 'token_ids', 'naive_label_logprobs', 'hf_continuation_logprob',
            'encode_prefix', 'label_logprobs', 'build_prompt', 'LabelScores', 'PromptScorer', 'pick_demos', 'summarize',
-           'content_free_probs', 'calibrate', 'cloze_scores']
+           'content_free_probs', 'calibrate', 'macro_f1_metric', 'describe_difference', 'cloze_scores']
 
 # %% ../nbs/09_prompting.ipynb #adae0f97
 @dataclass(frozen=True)
@@ -256,6 +256,34 @@ def calibrate(probs: np.ndarray, # (n, n_labels) label probabilities
         raise ValueError(f"p_cf must be {probs.shape[1]} positive probabilities (one per label), got {p_cf}")
     q = probs / p_cf
     return q / q.sum(1, keepdims=True)
+
+# %% ../nbs/09_prompting.ipynb #03ceac89
+def macro_f1_metric(n_labels: int, # number of classes: macro-F1 averages over all of them, predicted or not
+                   ):
+    "metric(y_true, pred) for `paired_bootstrap` / `bootstrap_ci`: macro-F1, averaged over the columns of an (n, draws) `pred`."
+    if not isinstance(n_labels, (int, np.integer)) or n_labels < 2:
+        raise ValueError(f"n_labels must be an integer >= 2 (the number of classes), got {n_labels!r}")
+    labels = list(range(n_labels))
+    def metric(y_true, pred):
+        pred = np.asarray(pred)
+        if pred.ndim == 1: pred = pred[:, None]
+        if pred.ndim != 2: raise ValueError(f"pred must be (n,) or (n, draws) label indices, got shape {pred.shape}")
+        return float(np.mean([f1_score(y_true, pred[:, j], labels=labels, zero_division=0) for j in range(pred.shape[1])]))
+    return metric
+
+def describe_difference(res: PairedBootstrapResult, # from `paired_bootstrap(metric, y, pred_a, pred_b)`
+                        a: str, # what A is, e.g. "calibrated"
+                        b: str, # what B is, e.g. "raw"
+                        n: int, # number of test examples
+                        metric: str = "macro-F1", # the metric's name
+                        min_n: int = 30, # below this many examples the percentile bootstrap is too narrow to judge by
+                       ) -> str:
+    "A verdict that follows the interval: 'clearly better/worse' only when it excludes 0, else 'within the noise of n examples'."
+    ci = f"{res.delta:+.3f}, {res.level:.0%} interval {res.low:+.3f} to {res.high:+.3f}"
+    if n < min_n: return f"{a} vs {b}: {metric} {ci}, but {n} examples are **too few to judge** (the bootstrap needs at least {min_n})"
+    if res.low > 0: return f"{a} is **clearly better** than {b} ({metric} {ci}, {n} examples)"
+    if res.high < 0: return f"{a} is **clearly worse** than {b} ({metric} {ci}, {n} examples)"
+    return f"{a} vs {b}: the difference ({metric} {ci}) is **within the noise** of {n} examples"
 
 # %% ../nbs/09_prompting.ipynb #e4ff5540
 @torch.no_grad()

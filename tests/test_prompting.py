@@ -7,9 +7,11 @@ from transformers import BertConfig, BertForMaskedLM
 
 from llm_course.assets import TokenizerMismatchError, load_minilm_tokenizer, load_smollm2, load_smollm2_tokenizer
 from llm_course.data import TextData
+from llm_course.evaluation import PairedBootstrapResult, bootstrap_ci, paired_bootstrap
 from llm_course.prompting import (
     CONTENT_FREE, LabelScores, PromptScorer, Template, Verbalizer, build_prompt, calibrate, cloze_scores, content_free_probs,
-    encode_prefix, hf_continuation_logprob, label_logprobs, naive_label_logprobs, pick_demos, summarize, token_ids)
+    describe_difference, encode_prefix, hf_continuation_logprob, label_logprobs, macro_f1_metric, naive_label_logprobs, pick_demos,
+    summarize, token_ids)
 
 SENTIMENT = Verbalizer({"negative": " negative", "neutral": " neutral", "positive": " positive"})
 TEMPLATE = Template("Tweet: {text}\nSentiment:", instruction="Classify the sentiment of each tweet as negative, neutral or positive.")
@@ -147,6 +149,39 @@ def test_label_scores_norms():
     m = summarize([0, 1], s.probs())
     assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0 and 0 <= m["ece"] <= 1
 
+
+# ---------------------------------------------------------------- intervals: the metric and the verdict
+def test_macro_f1_metric_matches_sklearn_and_averages_draws():
+    from sklearn.metrics import f1_score as sk_f1
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 50); draws = rng.integers(0, 3, (50, 4)); draws[:, 0] = 0     # one draw never predicts classes 1, 2
+    m = macro_f1_metric(3)
+    ref = [sk_f1(y, draws[:, j], labels=[0, 1, 2], average="macro", zero_division=0) for j in range(4)]
+    assert abs(m(y, draws[:, 1]) - ref[1]) < 1e-12
+    assert abs(m(y, draws) - np.mean(ref)) < 1e-12
+    y2 = np.array([0, 0, 0, 1]); assert abs(macro_f1_metric(3)(y2, y2) - 2 / 3) < 1e-12       # an absent class counts as 0
+    for bad in (1, 2.5, "3"):
+        with pytest.raises(ValueError, match="n_labels must be an integer >= 2"): macro_f1_metric(bad)
+    with pytest.raises(ValueError, match=r"\(n,\) or \(n, draws\)"): m(y, np.zeros((50, 2, 2), dtype=int))
+    ci = bootstrap_ci(m, y, draws, n_boot=200)                                            # works with lesson 07's tools
+    assert ci.low <= ci.estimate <= ci.high and abs(ci.estimate - np.mean(ref)) < 1e-12
+
+
+def test_describe_difference_follows_the_interval():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 200); good = y.copy(); good[:20] = (y[:20] + 1) % 3; bad = rng.integers(0, 3, 200)
+    m = macro_f1_metric(3)
+    better = paired_bootstrap(m, y, good, bad, n_boot=300)
+    assert better.low > 0 and "**clearly better** than B" in describe_difference(better, "A", "B", 200)
+    worse = paired_bootstrap(m, y, bad, good, n_boot=300)
+    assert worse.high < 0 and "**clearly worse** than B" in describe_difference(worse, "A", "B", 200)
+    same = paired_bootstrap(m, y, good, good, n_boot=300)
+    assert "**within the noise** of 200 examples" in describe_difference(same, "A", "B", 200)
+    edge = PairedBootstrapResult(0.05, 0.0, 0.1, 0.95, 0.03, 300)                          # an interval touching 0 is no verdict
+    assert "within the noise" in describe_difference(edge, "A", "B", 200)
+    assert "+0.050, 95% interval +0.000 to +0.100" in describe_difference(edge, "A", "B", 200)
+    assert "too few to judge" in describe_difference(better, "A", "B", 12)
+    assert "clearly better" in describe_difference(better, "A", "B", 12, min_n=10)
 
 def test_pick_demos_balanced_seeded():
     pool = TextData([f"t{i}" for i in range(30)], [i % 3 for i in range(30)], ["a", "b", "c"])
