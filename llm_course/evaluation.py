@@ -52,7 +52,7 @@ def _check_labels(y_true: np.ndarray, y_pred: np.ndarray,
     if labels is None: return present
     labels = _as_1d(labels, "labels")
     if len(labels) == 0: raise ValueError("labels is empty: pass the classes to evaluate, or None to use every value seen.")
-    if len(np.unique(labels)) != len(labels): raise ValueError(f"labels has repeated values: {labels.tolist()}")
+    if len(np.unique(labels)) != len(labels): raise ValueError(f"labels has repeated values: {labels.tolist()}. Name each class once, e.g. sorted(set(labels)).")
     unknown = present[~np.isin(present, labels)]
     if len(unknown):
         raise ValueError(f"y_true or y_pred contains {unknown.tolist()}, which is not in labels={labels.tolist()}. "
@@ -96,7 +96,7 @@ def plot_confusion_matrix(cm: np.ndarray, # a confusion matrix of counts, e.g. f
     import matplotlib.pyplot as plt
     shown = normalize_confusion(cm, normalize)
     names = list(label_names) if label_names is not None else [str(i) for i in range(len(shown))]
-    if len(names) != len(shown): raise ValueError(f"{len(names)} label_names for a {len(shown)}x{len(shown)} matrix")
+    if len(names) != len(shown): raise ValueError(f"{len(names)} label_names for a {len(shown)}x{len(shown)} matrix: pass one name per row, in the order of the matrix's labels.")
     if ax is None: _, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 1.0 + 0.8 * len(names)))
     im = ax.imshow(shown, cmap=cmap, vmin=0)
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -386,6 +386,10 @@ def mcnemar_test(y_true, # the correct labels
                 ) -> McNemarResult:
     "McNemar's paired test of whether two classifiers have the same error rate on one test set."
     y_true, pred_a = _check_targets(y_true, pred_a)
+    pred_b = _as_1d(pred_b, "pred_b")
+    if len(pred_b) != len(y_true):
+        raise ValueError(f"y_true and pred_a have {len(y_true)} entries but pred_b has {len(pred_b)}: "
+                         "both models must predict the same examples, in the same order.")
     _, pred_b = _check_targets(y_true, pred_b)
     a_right, b_right = pred_a == y_true, pred_b == y_true
     b, c = int(np.sum(a_right & ~b_right)), int(np.sum(~a_right & b_right))
@@ -528,12 +532,12 @@ def softmax(logits, # (n_examples, n_classes) scores
 def _logits_labels(logits, y_true) -> tuple[torch.Tensor, torch.Tensor]:
     z = torch.as_tensor(np.asarray(logits.detach().cpu() if isinstance(logits, torch.Tensor) else logits, dtype=np.float64))
     if z.ndim != 2: raise ValueError(f"logits must have shape (n_examples, n_classes), got {tuple(z.shape)}")
-    if not torch.isfinite(z).all(): raise ValueError("logits contain inf or NaN")
+    if not torch.isfinite(z).all(): raise ValueError("logits contain inf or NaN: the model diverged or the scores were divided by zero; check the model's outputs before calibrating.")
     y = _as_1d(y_true, "y_true")
     if len(y) != len(z): raise ValueError(f"logits has {len(z)} rows but y_true has {len(y)} labels")
     if len(y) == 0: raise ValueError("logits and y_true are empty: there is nothing to fit")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= z.shape[1]:
-        raise ValueError(f"y_true must hold class ids 0..{z.shape[1] - 1}")
+        raise ValueError(f"y_true must hold class ids 0..{z.shape[1] - 1} (the columns of logits), got values {np.unique(y)[:10].tolist()}")
     return z, torch.as_tensor(y, dtype=torch.long)
 
 def mean_nll(logits, # (n_examples, n_classes) logits

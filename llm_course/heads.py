@@ -146,7 +146,7 @@ class SequenceClassifier(_PooledHead):
         super().__init__(backbone, pooling, dropout)
         if operator.index(num_labels) < 2: raise ValueError(f"num_labels must be at least 2 for classification, got {num_labels}; for one number use SequenceRegressor.")
         self.label_names = [str(n) for n in label_names] if label_names is not None else [f"LABEL_{i}" for i in range(num_labels)]
-        if len(self.label_names) != num_labels: raise ValueError(f"{len(self.label_names)} label_names for num_labels={num_labels}")
+        if len(self.label_names) != num_labels: raise ValueError(f"{len(self.label_names)} label_names for num_labels={num_labels}: pass one name per class, in class-id order.")
         self.classifier = nn.Linear(self.backbone.hidden_size, num_labels)
         self.register_buffer("class_weights", None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
         self.label_smoothing = label_smoothing
@@ -180,7 +180,9 @@ class TokenClassifier(nn.Module):
                 ):
         super().__init__()
         self.backbone = as_backbone(backbone)
+        if operator.index(num_labels) < 1: raise ValueError(f"num_labels must be at least 1 (the number of tag classes), got {num_labels}")
         self.label_names = [str(n) for n in label_names] if label_names is not None else [f"LABEL_{i}" for i in range(num_labels)]
+        if len(self.label_names) != num_labels: raise ValueError(f"{len(self.label_names)} label_names for num_labels={num_labels}: pass one name per tag, in tag-id order.")
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.backbone.hidden_size, num_labels)
 
@@ -390,7 +392,7 @@ class TextClassifier:
         if isinstance(texts, str): raise TypeError("texts must be a list of strings, not one string: wrap it, e.g. [text]")
         texts = list(texts)
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-        if bad is not None: raise TypeError(f"text {bad} is {type(texts[bad]).__name__}, not a string")
+        if bad is not None: raise TypeError(f"text {bad} is {type(texts[bad]).__name__}, not a string: convert it (str(x)) or drop it; empty cells often arrive as NaN floats.")
         was, dev = self.model.training, model_device(self.model)
         self.model.eval()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))

@@ -27,7 +27,7 @@ def _check_r(r, lora_alpha=None, lora_dropout=None):
     if lora_alpha is not None and not lora_alpha > 0:
         raise ValueError(f"lora_alpha={lora_alpha!r} must be positive: the update is scaled by lora_alpha / r (typical: lora_alpha = r or 2 * r).")
     if lora_dropout is not None and not 0 <= lora_dropout < 1:
-        raise ValueError(f"lora_dropout={lora_dropout!r} must be in [0, 1).")
+        raise ValueError(f"lora_dropout={lora_dropout!r} must be in [0, 1): it is the probability of zeroing an input of the LoRA branch (typical: 0.0 to 0.1).")
 
 class LoRALinear(nn.Module):
     "A frozen `nn.Linear` plus a trainable low-rank update: `base_layer(x) + lora_B(lora_A(dropout(x))) * scaling`."
@@ -239,7 +239,8 @@ def _load_weights(model, sd: dict, source):
                          "Was it trained on another architecture?")
     with torch.no_grad():
         for k, v in sd.items():
-            if params[k].shape != v.shape: raise ValueError(f"{k}: adapter shape {tuple(v.shape)} != model shape {tuple(params[k].shape)} ({source})")
+            if params[k].shape != v.shape: raise ValueError(f"{k}: adapter shape {tuple(v.shape)} != model shape {tuple(params[k].shape)} ({source}). "
+                                                          "The adapter was saved with another rank r or for another model: load it into the base model it was trained on.")
             params[k].copy_(v)
     return model
 
@@ -303,7 +304,7 @@ class BottleneckAdapter(nn.Module):
                  bottleneck: int = 64, # width m of the bottleneck
                 ):
         super().__init__()
-        if bottleneck < 1: raise ValueError(f"bottleneck={bottleneck} must be at least 1")
+        if bottleneck < 1: raise ValueError(f"bottleneck={bottleneck} must be at least 1: it is the adapter's hidden width m (typical: 16 to 64, well below d_model={d_model}).")
         self.down, self.act, self.up = nn.Linear(d_model, bottleneck), nn.GELU(), nn.Linear(bottleneck, d_model)
         nn.init.zeros_(self.up.weight); nn.init.zeros_(self.up.bias)
 
@@ -321,14 +322,17 @@ def add_adapters(model: nn.Module, # changed in place (and returned)
                  modules_to_save: list[str] | str | None = None, # modules trained in full, e.g. ["LayerNorm", "classifier"]
                 ) -> nn.Module:
     "Freeze `model` and put a `BottleneckAdapter` after each matched `nn.Linear`; only adapters (and `modules_to_save`) train."
-    found = [(n, m) for n, m in _modules(model) if n and _matches(n, target_modules) and isinstance(m, nn.Linear)]
+    matched = [(n, m) for n, m in _modules(model) if n and _matches(n, target_modules)]
+    twice = [n for n, m in matched if isinstance(m, WithAdapter)]
+    if twice: raise ValueError(f"{twice[0]} already has an adapter: call add_adapters once per layer, on a fresh copy of the base model.")
+    found = [(n, m) for n, m in matched if isinstance(m, nn.Linear)]
     if not found:
         raise ValueError(f"target_modules={target_modules!r} matches no linear layer of {type(model).__name__}. "
                          f"Its linear layers are: {', '.join(linear_names(model))}. For BERT: ['attention.output.dense', 'output.dense'].")
     train_only(model, modules_to_save)
     for n, m in found:
         if isinstance(model.get_submodule(n.rpartition(".")[0]) if "." in n else model, WithAdapter):
-            raise ValueError(f"{n} already has an adapter.")
+            raise ValueError(f"{n} already has an adapter: call add_adapters once per layer, on a fresh copy of the base model.")
         ad = BottleneckAdapter(m.out_features, bottleneck).to(device=m.weight.device, dtype=m.weight.dtype)
         _set_module(model, n, WithAdapter(m, ad))
     return model
@@ -342,7 +346,7 @@ class PromptTuning(nn.Module):
                  seed: int = 0, # picks the vocabulary rows the prompt starts from
                 ):
         super().__init__()
-        if num_virtual_tokens < 1: raise ValueError(f"num_virtual_tokens={num_virtual_tokens} must be at least 1")
+        if num_virtual_tokens < 1: raise ValueError(f"num_virtual_tokens={num_virtual_tokens} must be at least 1: it is the number of learned virtual tokens (typical: 10 to 20).")
         train_only(model, modules_to_save)
         self.model, self.num_virtual_tokens = model, num_virtual_tokens
         emb = model.get_input_embeddings().weight
@@ -393,7 +397,7 @@ class PrefixTuning(nn.Module):
                  shift_positions: bool = True, # our models: real tokens' positions start at n, as in peft (HF BERT: never shifted)
                 ):
         super().__init__()
-        if num_virtual_tokens < 1: raise ValueError(f"num_virtual_tokens={num_virtual_tokens} must be at least 1")
+        if num_virtual_tokens < 1: raise ValueError(f"num_virtual_tokens={num_virtual_tokens} must be at least 1: it is the number of learned virtual tokens (typical: 10 to 20).")
         c, self.shift_positions = getattr(model, "config", None), shift_positions
         self.hf_layers = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention") and hasattr(m, "key") and hasattr(m, "layer_idx")]
         if c is not None and hasattr(c, "n_layer"): L, H, C = c.n_layer, c.n_head, c.n_embd        # ours: the cache hook

@@ -262,6 +262,17 @@ def test_bad_inputs():
     merged = merge_lora(add_lora(copy.deepcopy(base), ["value"]))
     with pytest.raises(ValueError, match="unmerge_lora"): save_lora(merged, "/nonexistent-never-written")
     with pytest.raises(ValueError, match="matches no linear layer"): add_adapters(copy.deepcopy(base), ["nope"])
+    adapted = add_adapters(copy.deepcopy(base), ["attention.output.dense"], bottleneck=4)
+    with pytest.raises(ValueError, match="already has an adapter: call add_adapters once per layer"): add_adapters(adapted, ["attention.output.dense"])
+    with pytest.raises(ValueError, match="hidden width m"): BottleneckAdapter(16, 0)
+    with pytest.raises(ValueError, match="typical: 0.0 to 0.1"): add_lora(copy.deepcopy(base), ["query"], lora_dropout=-0.1)
+
+
+def test_adapter_for_another_head_size_is_refused(tmp_path):
+    "An adapter whose saved head has 3 classes does not load into a 4-class model: the error names both shapes and the fix."
+    save_lora(add_lora(tiny_bert(3), ["query"], r=2, modules_to_save=["classifier"]), tmp_path)
+    with pytest.raises(ValueError, match=r"classifier\.(weight|bias): adapter shape \(3\b.*\) != model shape \(4\b.*base model it was trained on"):
+        load_lora(tiny_bert(4), tmp_path)
 
 
 def test_two_calls_on_different_layers_keep_both_trainable(tmp_path):
