@@ -230,7 +230,7 @@ def load_cached(target: str | Path, # the cached folder
         return load(build_once(target, build, what, message, stale_id=build_id))
 
 # %% ../nbs/01a_assets.ipynb #7b35bb10
-SMOLLM2_MESSAGE = "converting SmolLM2 from GGUF, about 30 s, once"
+SMOLLM2_MESSAGE = "converting SmolLM2 from GGUF, once (seconds to a minute, depending on the machine)"
 
 def _smollm2_target() -> Path: return cache_dir("models") / "smollm2-135m-instruct"
 

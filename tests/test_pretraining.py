@@ -42,7 +42,7 @@ def test_lm_blocks_predict_every_token_once():
         assert torch.equal(b["targets"], b["idx"] + 1)             # the stream is 0, 1, 2...: target = next id
     targets = torch.cat([ds[i]["targets"] for i in range(len(ds))])
     assert torch.equal(targets, stream[1:101])                     # each predicted token exactly once, in order
-    with pytest.raises(IndexError): ds[10]
+    with pytest.raises(IndexError, match="out of range"): ds[10]
     with pytest.raises(ValueError, match="too few"): LMBlocks(torch.arange(5), 8)
 
 

@@ -277,7 +277,8 @@ def test_bf16_autocast_on_cpu_runs_and_changes_numbers(data):
     h32 = fit(tiny_gpt2(BLOCK), data, config=cfg(max_steps=3, bf16=False))
     h16 = fit(tiny_gpt2(BLOCK), data, config=cfg(max_steps=3, bf16=True))
     assert all(math.isfinite(x) for x in h16.loss) and h16.loss != h32.loss
-    assert max(abs(a - b) for a, b in zip(h16.loss, h32.loss)) < 0.1
+    # 8 bits of precision: one bf16 rounding of a loss near ln 256 moves it by at most ln(256) * 2**-8; matmul errors average out below that
+    assert max(abs(a - b) for a, b in zip(h16.loss, h32.loss)) < math.log(256) * 2**-8
 
 
 # --- evaluation, early stopping, callbacks, model contracts -----------------------------------------------------------
