@@ -278,11 +278,12 @@ def describe_difference(res: PairedBootstrapResult, # from `paired_bootstrap(met
                         metric: str = "macro-F1", # the metric's name
                         min_n: int = 30, # below this many examples the percentile bootstrap is too narrow to judge by
                        ) -> str:
-    "A verdict that follows the interval: 'clearly better/worse' only when it excludes 0, else 'within the noise of n examples'."
-    ci = f"{res.delta:+.3f}, {res.level:.0%} interval {res.low:+.3f} to {res.high:+.3f}"
+    "A verdict that follows the interval as printed (3 decimals): 'clearly better/worse' only when it excludes 0, else 'within the noise'."
+    low, high = round(res.low, 3), round(res.high, 3)                                     # judge what the reader sees: +0.000 is not above 0
+    ci = f"{res.delta:+.3f}, {res.level:.0%} interval {low:+.3f} to {high:+.3f}"
     if n < min_n: return f"{a} vs {b}: {metric} {ci}, but {n} examples are **too few to judge** (the bootstrap needs at least {min_n})"
-    if res.low > 0: return f"{a} is **clearly better** than {b} ({metric} {ci}, {n} examples)"
-    if res.high < 0: return f"{a} is **clearly worse** than {b} ({metric} {ci}, {n} examples)"
+    if low > 0: return f"{a} is **clearly better** than {b} ({metric} {ci}, {n} examples)"
+    if high < 0: return f"{a} is **clearly worse** than {b} ({metric} {ci}, {n} examples)"
     return f"{a} vs {b}: the difference ({metric} {ci}) is **within the noise** of {n} examples"
 
 # %% ../nbs/09_prompting.ipynb #e4ff5540

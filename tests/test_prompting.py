@@ -180,6 +180,8 @@ def test_describe_difference_follows_the_interval():
     edge = PairedBootstrapResult(0.05, 0.0, 0.1, 0.95, 0.03, 300)                          # an interval touching 0 is no verdict
     assert "within the noise" in describe_difference(edge, "A", "B", 200)
     assert "+0.050, 95% interval +0.000 to +0.100" in describe_difference(edge, "A", "B", 200)
+    shown_as_zero = PairedBootstrapResult(0.05, 0.0004, 0.1, 0.95, 0.03, 300)              # prints as +0.000: judged as printed
+    assert "within the noise" in describe_difference(shown_as_zero, "A", "B", 200)
     assert "too few to judge" in describe_difference(better, "A", "B", 12)
     assert "clearly better" in describe_difference(better, "A", "B", 12, min_n=10)
 
