@@ -45,11 +45,9 @@ def test_asset_descriptions_state_what_the_models_hold(minilm):
 
 
 def test_hub_names_fail_at_once_offline():
-    "With the offline switches on, a hub name fails within seconds, saying so, instead of waiting on a network timeout."
+    "With the offline switches on, a hub name fails saying it is offline (no network attempt: the message is the proof, no timing)."
     from transformers import AutoTokenizer
-    t0 = time.perf_counter()
     with pytest.raises(OSError, match="offline mode"): AutoTokenizer.from_pretrained("llm-course/no-such-model")
-    assert time.perf_counter() - t0 < 5
 
 
 def test_minilm_classifier_head(minilm):
