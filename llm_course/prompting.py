@@ -12,7 +12,7 @@ import torch
 
 from .assets import check_tokenizer_matches     # lesson 01a: a tokenizer from another model is refused
 from .data import TextData
-from .evaluation import PairedBootstrapResult, accuracy_score, expected_calibration_error, f1_score
+from .evaluation import PairedBootstrapResult, accuracy_score, expected_calibration_error, f1_score, softmax
 
 # %% auto #0
 __all__ = ['CONTENT_FREE', 'Template', 'Verbalizer', 'token_ids', 'naive_label_logprobs', 'hf_continuation_logprob',
@@ -162,9 +162,6 @@ def build_prompt(template: Template, # how an example is written
     prefix = tokenizer.apply_chat_template(msgs, tokenize=False) if msgs else ""
     return (prefix, full[len(prefix):]) if full.startswith(prefix) else ("", full)
 
-def _softmax(a: np.ndarray) -> np.ndarray:
-    e = np.exp(a - a.max(1, keepdims=True)); return e / e.sum(1, keepdims=True)
-
 @dataclass
 class LabelScores:
     "Summed log-probs of each label's words for each example, and what follows from them."
@@ -177,7 +174,7 @@ class LabelScores:
     def logits(self, norm: str = "sum") -> np.ndarray:
         if norm not in ("sum", "mean"): raise ValueError(f"norm must be 'sum' or 'mean', got {norm!r}")
         return self.sum if norm == "sum" else self.mean
-    def probs(self, norm: str = "sum") -> np.ndarray: return _softmax(self.logits(norm))   # (n, L), over the labels only
+    def probs(self, norm: str = "sum") -> np.ndarray: return softmax(self.logits(norm))   # (n, L), over the labels only
     def predict(self, norm: str = "sum") -> np.ndarray: return self.logits(norm).argmax(1)
 
 class PromptScorer:
