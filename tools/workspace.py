@@ -104,16 +104,23 @@ def _place(ws: Path, rel: str, text: bytes, manifest: dict, msgs: list[str]):
         msgs.append(f"kept      {rel}: you changed it; the course's new version is beside it: {beside.relative_to(ws)}")
 
 
-def course_files(nbs: Path, ws: Path) -> dict[str, bytes]:
-    "Every file the workspace gets from the course: the start page, the student lessons, the released exercises."
+def released_exercises(nbs: Path) -> dict[str, bytes]:
+    "The student versions of nbs/exercises (`llm-course classroom release`): {'exercises/ex02_....ipynb': bytes}."
     sys.path.insert(0, str(ROOT))
     from llm_course.classroom import release
-    files = {p.name: _dump(student_lesson(json.loads(p.read_text(encoding="utf-8")))).encode() for p in lesson_paths(nbs)}
+    files = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "exercises"
-        release(nbs / "exercises", out)
-        for p in sorted(out.rglob("*")):
+        if (nbs / "exercises").is_dir(): release(nbs / "exercises", out)
+        for p in sorted(out.rglob("*")) if out.exists() else []:
             if p.is_file(): files[str(Path("exercises") / p.relative_to(out))] = p.read_bytes()
+    return files
+
+
+def course_files(nbs: Path, ws: Path) -> dict[str, bytes]:
+    "Every file the workspace gets from the course: the start page, the student lessons, the released exercises."
+    files = {p.name: _dump(student_lesson(json.loads(p.read_text(encoding="utf-8")))).encode() for p in lesson_paths(nbs)}
+    files.update(released_exercises(nbs))
     exs = sorted(Path(r).stem for r in files if r.startswith("exercises/") and r.endswith(".ipynb"))
     files[START] = _dump(start_page(nbs, exs, note=NOTE.format(ws=ws))).encode()
     return files
