@@ -35,6 +35,7 @@ class LoRALinear(nn.Module):
                  r: int = 8, # the rank of the update
                  lora_alpha: float = 8, # the update is scaled by lora_alpha / r
                  lora_dropout: float = 0.0, # dropout on the input of the LoRA branch
+                 use_rslora: bool = False, # scale by lora_alpha / sqrt(r) (rsLoRA, Kalajdzievski 2023), as peft's use_rslora
                 ):
         super().__init__()
         if isinstance(base_layer, LoRALinear):
@@ -42,7 +43,8 @@ class LoRALinear(nn.Module):
         if not isinstance(base_layer, nn.Linear): raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base_layer).__name__}")
         _check_r(r, lora_alpha, lora_dropout)
         self.base_layer = base_layer.requires_grad_(False)
-        self.r, self.lora_alpha, self.scaling = r, lora_alpha, lora_alpha / r
+        self.r, self.lora_alpha, self.use_rslora = r, lora_alpha, use_rslora
+        self.scaling = lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
         self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
         kw = dict(bias=False, device=base_layer.weight.device, dtype=base_layer.weight.dtype)
         self.lora_A = nn.Linear(base_layer.in_features, r, **kw)     # A: (r, d_in)
@@ -51,7 +53,7 @@ class LoRALinear(nn.Module):
         self.reset_lora_parameters()
 
     def reset_lora_parameters(self):
-        "A as nn.Linear's default (Kaiming-uniform, a=sqrt(5)), B = 0: the update BA starts at zero."
+        "A as nn.Linear's default (Kaiming-uniform, a=sqrt(5), as in peft; the paper draws A from a Gaussian), B = 0: BA starts at zero."
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
 
@@ -87,6 +89,7 @@ class LoRAConfig:
     lora_dropout: float                     # dropout on the LoRA branch's input
     target_modules: list                    # full names of the layers that got LoRA
     modules_to_save: list = field(default_factory=list)  # full names of modules trained in full (e.g. the head)
+    use_rslora: bool = False                # scaling lora_alpha / sqrt(r) instead of lora_alpha / r
 
 def _matches(name: str, patterns) -> bool:
     "peft's rule: a string is a regex for the whole name; a list matches equal names and dotted suffixes."
@@ -129,6 +132,7 @@ def add_lora(model: nn.Module, # a model; changed in place (and returned)
              lora_alpha: float = 8, # scale: the updates are multiplied by lora_alpha / r
              lora_dropout: float = 0.0, # dropout on the input of each LoRA branch
              modules_to_save: list[str] | str | None = None, # modules trained in full, e.g. ["classifier"]
+             use_rslora: bool = False, # scaling lora_alpha / sqrt(r) (rsLoRA) instead of lora_alpha / r
             ) -> nn.Module:
     "Freeze `model` and wrap each matched `nn.Linear` in a `LoRALinear`; only LoRA (and `modules_to_save`) parameters stay trainable."
     _check_r(r, lora_alpha, lora_dropout)
@@ -146,13 +150,13 @@ def add_lora(model: nn.Module, # a model; changed in place (and returned)
                               f"The linear layers are: {', '.join(linear_names(model))}.")
     old = getattr(model, "lora_config", None)
     saved = train_only(model, modules_to_save)
-    for n, m in found: _set_module(model, n, LoRALinear(m, r, lora_alpha, lora_dropout))
+    for n, m in found: _set_module(model, n, LoRALinear(m, r, lora_alpha, lora_dropout, use_rslora))
     names = [n for n, _ in found]
     if old is not None:    # a second call on other layers: keep one config (save_lora checks r and lora_alpha agree)
         names, saved = old.target_modules + names, list(dict.fromkeys(old.modules_to_save + saved))
         for n in saved: model.get_submodule(n).requires_grad_(True)
         for n, m in lora_layers(model).items(): m.lora_A.requires_grad_(True); m.lora_B.requires_grad_(True)
-    model.lora_config = LoRAConfig(r, lora_alpha, lora_dropout, names, saved)
+    model.lora_config = LoRAConfig(r, lora_alpha, lora_dropout, names, saved, use_rslora)
     return model
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
@@ -216,8 +220,8 @@ def _one_config(model) -> LoRAConfig:
     layers = _need_lora(model, "saving")
     if any(m.merged for m in layers.values()): raise ValueError("The LoRA layers are merged into the base weights: unmerge_lora(model) before saving the adapter.")
     cfg = model.lora_config
-    if {(m.r, m.lora_alpha) for m in layers.values()} != {(cfg.r, cfg.lora_alpha)}:
-        raise ValueError("The LoRA layers have different r or lora_alpha; this format stores one of each. Use one add_lora call.")
+    if {(m.r, m.lora_alpha, m.use_rslora) for m in layers.values()} != {(cfg.r, cfg.lora_alpha, cfg.use_rslora)}:
+        raise ValueError("The LoRA layers have different r, lora_alpha or use_rslora; this format stores one of each. Use one add_lora call.")
     return cfg
 
 def save_lora(model: nn.Module, # a model with LoRA layers
@@ -252,7 +256,7 @@ def load_lora(model: nn.Module, # the base model the adapter was trained on (wit
     path = Path(path)
     if not (path / LORA_CONFIG).is_file(): raise FileNotFoundError(f"{path} has no {LORA_CONFIG}: not a folder written by save_lora.")
     cfg = LoRAConfig(**json.loads((path / LORA_CONFIG).read_text()))
-    add_lora(model, cfg.target_modules, cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.modules_to_save or None)
+    add_lora(model, cfg.target_modules, cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.modules_to_save or None, cfg.use_rslora)
     return _load_weights(model, load_file(str(path / LORA_WEIGHTS)), path)
 
 def to_peft_state_dict(sd: dict) -> dict:
@@ -277,7 +281,8 @@ def save_peft_adapter(model: nn.Module, # a model with our LoRA layers
     save_file({k: v.contiguous() for k, v in to_peft_state_dict(lora_state_dict(model)).items()}, str(path / "adapter_model.safetensors"),
               metadata={"format": "pt"})
     LoraConfig(r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=cfg.target_modules,
-               modules_to_save=cfg.modules_to_save or None, base_model_name_or_path=base_model_name_or_path).save_pretrained(str(path))
+               modules_to_save=cfg.modules_to_save or None, use_rslora=cfg.use_rslora,
+               base_model_name_or_path=base_model_name_or_path).save_pretrained(str(path))
     return path
 
 def load_peft_adapter(model: nn.Module, # the base model (without LoRA); changed in place
@@ -289,12 +294,12 @@ def load_peft_adapter(model: nn.Module, # the base model (without LoRA); changed
     if not (path / "adapter_config.json").is_file(): raise FileNotFoundError(f"{path} has no adapter_config.json: not a peft adapter folder.")
     c = json.loads((path / "adapter_config.json").read_text())
     if c.get("peft_type") != "LORA": raise ValueError(f"{path} holds a {c.get('peft_type')} adapter; only LORA converts to LoRALinear.")
-    unsupported = {k: c[k] for k in ("use_dora", "use_rslora", "rank_pattern", "alpha_pattern", "layers_to_transform") if c.get(k)}
+    unsupported = {k: c[k] for k in ("use_dora", "rank_pattern", "alpha_pattern", "layers_to_transform") if c.get(k)}
     if c.get("bias", "none") != "none": unsupported["bias"] = c["bias"]
     if unsupported: raise NotImplementedError(f"This adapter uses peft options our LoRALinear does not implement: {unsupported}.")
     saved = [m for m in (c.get("modules_to_save") or [])]
     if saved: saved = [m for m in saved if any(_matches(n, [m]) for n, _ in model.named_modules() if n)]   # peft adds 'score' for SEQ_CLS
-    add_lora(model, c["target_modules"], c["r"], c["lora_alpha"], c.get("lora_dropout", 0.0), saved or None)
+    add_lora(model, c["target_modules"], c["r"], c["lora_alpha"], c.get("lora_dropout", 0.0), saved or None, bool(c.get("use_rslora")))
     return _load_weights(model, from_peft_state_dict(load_file(str(path / "adapter_model.safetensors"))), path)
 
 # %% ../nbs/08_peft.ipynb #2fb7f5bc
@@ -343,14 +348,18 @@ class PromptTuning(nn.Module):
     def __init__(self, model: nn.Module, # a Hugging Face model (it accepts inputs_embeds); frozen
                  num_virtual_tokens: int = 20, # length n of the soft prompt
                  modules_to_save: list[str] | str | None = None, # modules trained in full, e.g. ["classifier"]
-                 seed: int = 0, # picks the vocabulary rows the prompt starts from
+                 seed: int = 0, # picks the vocabulary rows the prompt starts from (when init_ids is None)
+                 init_ids: list[int] | None = None, # start from these tokens' embeddings, cycled to n rows (class-label init)
                 ):
         super().__init__()
         if num_virtual_tokens < 1: raise ValueError(f"num_virtual_tokens={num_virtual_tokens} must be at least 1: it is the number of learned virtual tokens (typical: 10 to 20).")
         train_only(model, modules_to_save)
         self.model, self.num_virtual_tokens = model, num_virtual_tokens
         emb = model.get_input_embeddings().weight
-        rows = torch.randint(0, emb.shape[0], (num_virtual_tokens,), generator=torch.Generator().manual_seed(seed))
+        if init_ids is not None and len(init_ids) == 0: raise ValueError("init_ids is empty: pass the token ids of the label words, or None.")
+        if init_ids is None:   # n rows of the whole table, special and [unused*] tokens included
+            rows = torch.randint(0, emb.shape[0], (num_virtual_tokens,), generator=torch.Generator().manual_seed(seed))
+        else: rows = torch.tensor((list(init_ids) * num_virtual_tokens)[:num_virtual_tokens])   # as peft's TEXT init
         self.prompt = nn.Parameter(emb.detach()[rows.to(emb.device)].clone())      # (n, d)
 
     def forward(self, input_ids: torch.Tensor, # (B, T) token ids

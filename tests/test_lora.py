@@ -195,9 +195,40 @@ def test_peft_trained_adapter_loads_into_ours(tmp_path):
 
 def test_unsupported_peft_options_are_refused(tmp_path):
     base = tiny_bert()
-    pm = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["query"], use_rslora=True))
+    pm = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["query"], use_dora=True))
     pm.save_pretrained(tmp_path)
-    with pytest.raises(NotImplementedError, match="use_rslora"): load_peft_adapter(copy.deepcopy(base), tmp_path)
+    with pytest.raises(NotImplementedError, match="use_dora"): load_peft_adapter(copy.deepcopy(base), tmp_path)
+
+
+def test_rslora_matches_peft_and_round_trips(tmp_path):
+    "use_rslora: scaling alpha / sqrt(r) as peft's, saved and read back both ways (alpha / r here would differ by 2x at r=4)."
+    base, batch = tiny_bert(), tiny_batch()
+    ours = add_lora(copy.deepcopy(base), ["query", "value"], r=4, lora_alpha=6, use_rslora=True).eval()
+    theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=6, target_modules=["query", "value"], use_rslora=True)).eval()
+    randomize_B(ours); copy_lora_weights(ours, theirs)
+    assert all(m.scaling == 3.0 for m in lora_layers(ours).values())
+    torch.testing.assert_close(logits(ours, batch), logits(theirs, batch), rtol=0, atol=1e-6)
+    save_peft_adapter(ours, tmp_path / "p")
+    assert json.loads((tmp_path / "p" / "adapter_config.json").read_text())["use_rslora"] is True
+    torch.testing.assert_close(logits(PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "p").eval(), batch), logits(ours, batch), rtol=0, atol=1e-6)
+    theirs.save_pretrained(tmp_path / "q")
+    torch.testing.assert_close(logits(load_peft_adapter(copy.deepcopy(base), tmp_path / "q").eval(), batch), logits(ours, batch), rtol=0, atol=1e-6)
+    save_lora(ours, tmp_path / "o")
+    torch.testing.assert_close(logits(load_lora(copy.deepcopy(base), tmp_path / "o").eval(), batch), logits(ours, batch), rtol=0, atol=0)
+
+
+def test_prompt_tuning_class_label_init_matches_peft_text_init(minilm):
+    "init_ids: the label words' embeddings cycled to n rows, as peft's prompt_tuning_init='TEXT' (a random draw would not match)."
+    from llm_course.assets import load_minilm_tokenizer
+    base, _ = minilm
+    tok = load_minilm_tokenizer()
+    text = "negative neutral positive"
+    theirs = get_peft_model(copy.deepcopy(base), PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=7, prompt_tuning_init="TEXT",
+                                                                    prompt_tuning_init_text=text, tokenizer_name_or_path=tok.name_or_path))
+    ours = PromptTuning(copy.deepcopy(base), 7, init_ids=tok(text)["input_ids"])
+    torch.testing.assert_close(ours.prompt, theirs.prompt_encoder.default.embedding.weight, rtol=0, atol=0)
+    assert not torch.equal(PromptTuning(copy.deepcopy(base), 7).prompt, ours.prompt)
+    with pytest.raises(ValueError, match="init_ids is empty"): PromptTuning(copy.deepcopy(base), 7, init_ids=[])
 
 
 # --- freezing and training -----------------------------------------------------------------------------------------------
