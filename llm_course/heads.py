@@ -19,12 +19,12 @@ from .training import Callback, TrainConfig, fit, model_device, to_device
 from .evaluation import accuracy_score, f1_score
 
 # %% auto #0
-__all__ = ['POOLINGS', 'METHODS', 'HEAD_FILE', 'HEAD_WEIGHTS', 'HFBackbone', 'as_backbone', 'backbone_layers', 'pool',
-           'cross_entropy', 'class_weights', 'SequenceClassifier', 'SequenceRegressor', 'TokenClassifier',
+__all__ = ['POOLINGS', 'METHODS', 'HEAD_FILE', 'HEAD_WEIGHTS', 'LORA_TARGETS', 'HFBackbone', 'as_backbone', 'backbone_layers',
+           'pool', 'cross_entropy', 'class_weights', 'SequenceClassifier', 'SequenceRegressor', 'TokenClassifier',
            'count_parameters', 'freeze', 'layerwise_param_groups', 'predict_logits', 'classification_metrics',
            'metrics_from_logits', 'finetune', 'tfidf_baseline', 'Predictions', 'TextClassifier', 'save_classifier',
-           'load_classifier', 'DataError', 'read_csv', 'read_labelled_csv', 'load_backbone', 'add_peft_lora',
-           'finetune_csv', 'predict_csv']
+           'load_classifier', 'DataError', 'read_csv', 'read_labelled_csv', 'load_backbone', 'lora_targets',
+           'add_peft_lora', 'finetune_csv', 'predict_csv']
 
 # %% ../nbs/06_heads.ipynb #b1d16036
 class HFBackbone(nn.Module):
@@ -525,19 +525,38 @@ def load_backbone(base_model: str = "minilm", # "minilm", or the folder of a Hug
     check_tokenizer_matches(model, tokenizer)
     return model, tokenizer
 
+
+# %% ../nbs/06_heads.ipynb #7e45b50f
+LORA_TARGETS = (("query", "value"), ("q_lin", "v_lin"), ("query_proj", "value_proj"), ("q_proj", "v_proj"),
+                ("q", "v"), ("c_attn",), ("Wqkv",))   # BERT, DistilBERT, DeBERTa, decoders, MPNet/T5, GPT-2, ModernBERT
+
+def lora_targets(model: nn.Module, # a Hugging Face model (or anything with named linear layers)
+                ) -> list[str]:
+    "The names of the attention's query and value projections in `model`, found among its linear layers."
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+             if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"}   # Conv1D: GPT-2's linear layers
+    for pair in LORA_TARGETS:
+        if set(pair) <= names: return list(pair)
+    raise ValueError(f"Cannot tell which linear layers of {type(model).__name__} are the attention's query and value "
+                     f"projections (its linear layers are named {sorted(names)}): pass target_modules=[...] explicitly.")
+
+# %% ../nbs/06_heads.ipynb #96639ab2
 def add_peft_lora(model: SequenceClassifier, # a classifier on a Hugging Face backbone
-             r: int = 8, # rank of the adapters
-             lora_alpha: int = 16, # scaling numerator: the update is scaled by lora_alpha / r
-             lora_dropout: float = 0.1, # dropout on the adapters' input
-            ) -> dict:
+                  r: int = 8, # rank of the adapters
+                  lora_alpha: int = 16, # scaling numerator: the update is scaled by lora_alpha / r
+                  lora_dropout: float = 0.1, # dropout on the adapters' input
+                  target_modules: list[str] | None = None, # layers to adapt; default `lora_targets(backbone)`
+                 ) -> dict:
     "Freeze the backbone and add `peft` LoRA adapters to its attention; the head stays trainable. Returns `count_parameters`."
     from peft import LoraConfig, get_peft_model
-    if not isinstance(model.backbone, HFBackbone): raise TypeError("add_peft_lora uses peft, which needs a Hugging Face backbone (lesson 08 does LoRA on ours).")
+    if not isinstance(model.backbone, HFBackbone):
+        raise TypeError("add_peft_lora uses peft, which needs a Hugging Face backbone (lesson 08 does LoRA on ours).")
     freeze(model, "head")
-    targets = ["query", "value"] if getattr(model.backbone.model.config, "model_type", "") in ("bert", "roberta", "distilbert") else None
+    targets = target_modules or lora_targets(model.backbone.model)
+    config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=targets)
     with warnings.catch_warnings():   # transformers 5 deprecates an attribute peft 0.21 still reads
         warnings.simplefilter("ignore", FutureWarning)
-        model.backbone.model = get_peft_model(model.backbone.model, LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=targets))
+        model.backbone.model = get_peft_model(model.backbone.model, config)
     return count_parameters(model)
 
 # %% ../nbs/06_heads.ipynb #c9be057f

@@ -220,6 +220,55 @@ def test_bootstrap_ci_is_seeded_and_covers_the_estimate():
     assert ece.low <= ece.high and ece.estimate == pytest.approx(expected_calibration_error(probs, y))
 
 
+class RecordingMetric:
+    """A metric called on row ids (`np.arange(n)` passed as the data): it records every resample it is shown and returns
+    the mean of `values` over those rows, so a test can recompute the percentiles from the very same resamples."""
+    def __init__(self, values): self.values, self.seen = np.asarray(values, dtype=float), []
+    def __call__(self, ids, *rest):
+        self.seen.append(np.array(ids)); return float(self.values[ids].mean())
+
+    def resamples(self, n: int) -> list[np.ndarray]:
+        "The recorded calls except the one on the full data (the rows in order)."
+        out = [ids for ids in self.seen if not np.array_equal(ids, np.arange(n))]
+        assert len(out) == len(self.seen) - 1, "the metric is computed once on the full data"
+        return out
+
+
+@pytest.mark.parametrize("level", [0.95, 0.9, 0.8])
+def test_bootstrap_ci_is_the_percentile_interval_of_its_resamples(level):
+    n, n_boot = 200, 400
+    values = np.random.default_rng(1).normal(size=n)
+    rec = RecordingMetric(values)
+    ci = bootstrap_ci(rec, np.arange(n), n_boot=n_boot, level=level, seed=5)
+    draws = rec.resamples(n)
+    assert len(draws) == n_boot and all(len(d) == n and d.min() >= 0 and d.max() < n for d in draws)
+    assert len({d.tobytes() for d in draws}) == n_boot                     # each resample drawn afresh
+    assert np.mean([len(np.unique(d)) / n for d in draws]) == pytest.approx(1 - 1 / math.e, abs=0.02)   # with replacement
+    stats = np.array([values[d].mean() for d in draws])
+    alpha = 1 - level                                                       # a 90% interval is not a 95% one
+    assert (ci.low, ci.high) == pytest.approx(tuple(np.quantile(stats, [alpha / 2, 1 - alpha / 2])), abs=1e-12)
+    assert ci.level == level and ci.estimate == pytest.approx(values.mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("level", [0.95, 0.9])
+def test_paired_bootstrap_is_the_percentile_interval_of_shared_resamples(level):
+    n, n_boot = 150, 300
+    rng = np.random.default_rng(2)
+    score_a, score_b = rng.random(n), rng.random(n)                         # per-row scores of two models
+    seen = []
+    def metric(ids, model):                                                 # y_true = row ids, pred = which model
+        seen.append((np.array(ids), model[0])); return float((score_a if model[0] == 0 else score_b)[ids].mean())
+    r = paired_bootstrap(metric, np.arange(n), np.zeros(n, int), np.ones(n, int), n_boot=n_boot, level=level, seed=3)
+    draws = [ids for ids, m in seen if m == 0 and not np.array_equal(ids, np.arange(n))]
+    assert len(draws) == n_boot
+    assert sorted(d.tobytes() for d in draws) == sorted(ids.tobytes() for ids, m in seen
+                                                         if m == 1 and not np.array_equal(ids, np.arange(n)))  # shared
+    deltas = np.array([score_a[d].mean() - score_b[d].mean() for d in draws])
+    alpha = 1 - level
+    assert (r.low, r.high) == pytest.approx(tuple(np.quantile(deltas, [alpha / 2, 1 - alpha / 2])), abs=1e-12)
+    assert r.pvalue == pytest.approx(np.mean(deltas <= 0), abs=1e-12) and r.n_boot == n_boot
+
+
 @settings(max_examples=80, deadline=None, derandomize=True)
 @given(st.integers(0, 60), st.integers(0, 60), st.integers(0, 20))
 @example(5, 5, 0)

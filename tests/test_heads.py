@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from llm_course.core import set_seed
 from llm_course.heads import (HFBackbone, SequenceClassifier, SequenceRegressor, TextClassifier, TokenClassifier,
-                              as_backbone, class_weights, count_parameters, cross_entropy, freeze, layerwise_param_groups,
-                              load_classifier, pool, save_classifier)
+                              add_peft_lora, as_backbone, class_weights, count_parameters, cross_entropy, freeze,
+                              layerwise_param_groups, load_classifier, lora_targets, pool, save_classifier)
 from llm_course.training import Callback, TrainConfig, fit
 from llm_course.transformer import Encoder, EncoderConfig
 from llm_course import cli
@@ -199,6 +199,43 @@ def test_backbone_protocol_refusals():
     with pytest.raises(ValueError, match="has none"): SequenceClassifier(Encoder(CFG), 2, pooling="pooler")
 
 
+# ---------------------------------------------------------------- peft LoRA on any encoder
+
+def _tiny_hf(kind: str):
+    "A small randomly initialised DistilBERT or BERT built from a config (nothing downloaded)."
+    from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
+    torch.manual_seed(0)
+    if kind == "distilbert":
+        return DistilBertModel(DistilBertConfig(vocab_size=60, dim=16, n_layers=2, n_heads=2, hidden_dim=32,
+                                                max_position_embeddings=32))
+    return BertModel(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=32))
+
+
+@pytest.mark.parametrize("kind, names", [("distilbert", ["q_lin", "v_lin"]), ("bert", ["query", "value"])])
+def test_add_peft_lora_finds_the_attention_projections(kind, names):
+    backbone = _tiny_hf(kind)
+    assert lora_targets(backbone) == names
+    clf = SequenceClassifier(backbone, 3, pooling="mean")
+    counts = add_peft_lora(clf, r=2, lora_dropout=0.0)
+    adapted = sorted({n.split(".")[-4] for n, p in clf.named_parameters() if "lora_" in n})
+    assert adapted == names
+    r, H, layers = 2, 16, 2   # each adapted projection gets A (r x H) and B (H x r); the head is H x 3 + 3
+    assert counts["trainable"] == layers * len(names) * 2 * r * H + H * 3 + 3
+    assert {n for n, p in clf.named_parameters() if p.requires_grad} == \
+        {n for n in dict(clf.named_parameters()) if "lora_" in n or n.startswith("classifier.")}
+    ids = torch.randint(0, 60, (2, 7)); am = torch.ones_like(ids)
+    logits, loss = clf(ids, am, labels=torch.tensor([0, 2]))
+    loss.backward()                                             # gradients reach the adapters
+    assert logits.shape == (2, 3)
+    assert all(p.grad is not None for n, p in clf.named_parameters() if "lora_A" in n)
+
+
+def test_lora_targets_refuses_an_unknown_architecture():
+    with pytest.raises(ValueError, match=r"named \['fc1', 'fc2'\]\): pass target_modules"):
+        lora_targets(torch.nn.ModuleDict({"fc1": torch.nn.Linear(2, 2), "fc2": torch.nn.Linear(2, 2)}))
+
+
 # ---------------------------------------------------------------- save / load
 
 TEXTS = ["great stuff, loved it", "terrible, never again", "it is a Tuesday", "ok", "the service was slow but the food was fine"]
@@ -235,6 +272,45 @@ def test_save_load_round_trip_minilm_and_refusals(tmp_path, minilm_parts):
     with pytest.raises(FileExistsError, match="refusing to overwrite"): save_classifier(clf, tok, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     with pytest.raises(FileNotFoundError, match="not a saved classifier"): load_classifier(tmp_path / "mine")
+
+
+# Texts of mixed lengths in no particular order: `predict` sorts them by length to batch them, so a result
+# returned in that sorted order instead of the input's would swap rows.
+MIXED = ["the service was slow but the food was fine", "ok", "a much longer text about the weather, the late trains "
+         "and the price of coffee in the morning, which nobody likes", "no!", "terrible, never again", "loved it",
+         "great stuff", "what a day " * 6, "meh"]
+
+
+def _one_at_a_time(clf: TextClassifier, texts) -> np.ndarray:
+    "Each text's class probabilities from a forward pass of its own (no batch, no padding, no sorting)."
+    clf.model.eval()
+    with torch.no_grad():
+        rows = [clf.model(**{k: v for k, v in clf.tokenizer([t], truncation=True, max_length=clf.max_length,
+                                                              return_tensors="pt").items()
+                            if k in ("input_ids", "attention_mask")})[0].softmax(-1)[0] for t in texts]
+    return torch.stack(rows).numpy()
+
+
+def _distinct_rows(probs: np.ndarray, tol: float) -> bool:
+    "True if every two rows differ by more than `tol` somewhere: then a swap of rows cannot go unnoticed."
+    return min(np.abs(probs[i] - probs[j]).max() for i in range(len(probs)) for j in range(i)) > tol
+
+
+def test_predict_keeps_the_input_order(minilm_parts):
+    _, tok = minilm_parts
+    set_seed(0)
+    model = SequenceClassifier(Encoder(EncoderConfig(vocab_size=len(tok), block_size=64, n_layer=2, n_head=2, n_embd=16)),
+                               3, pooling="mean", label_names=["a", "b", "c"])
+    with torch.no_grad():
+        for p in model.parameters(): p.add_(0.5 * torch.randn_like(p))   # texts get clearly different probabilities
+    clf = TextClassifier(model, tok, 64)
+    ref = _one_at_a_time(clf, MIXED)
+    assert _distinct_rows(ref, 1e-3)
+    assert [len(t) for t in MIXED] != sorted(len(t) for t in MIXED)
+    for batch_size in (1, 2, 4, 32):
+        pred = clf.predict(MIXED, batch_size=batch_size)
+        np.testing.assert_allclose(pred.probs, ref, rtol=0, atol=1e-5, err_msg=f"batch_size={batch_size}")
+        assert pred.labels == [clf.label_names[i] for i in ref.argmax(1)]
 
 
 # ---------------------------------------------------------------- the command line
@@ -292,6 +368,25 @@ def test_cli_finetune_then_predict(trained, no_network):
     assert status == 0, err
     assert "accuracy" in out and "macro-F1" in out
     assert open(d / "preds2.csv", encoding="utf-8").readline().strip() == "text,true_label,label,score"
+
+
+def test_cli_predict_rows_match_the_input_rows(minilm_parts, tmp_path):
+    model, tok = minilm_parts
+    set_seed(0)
+    clf = SequenceClassifier(model, 3, pooling="mean", label_names=LABELS)
+    with torch.no_grad(): clf.classifier.weight.mul_(40)   # a sharp head: every text gets its own score
+    save_classifier(clf, tok, tmp_path / "model", max_length=48)
+    _write(tmp_path / "in.csv", [(t,) for t in MIXED], header=("text",))
+    status, _, err = _main(["predict", tmp_path / "model", "--input", tmp_path / "in.csv", "--output", tmp_path / "out.csv",
+                            "--batch-size", 4])
+    assert status == 0, err
+    got = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
+    ref = _one_at_a_time(load_classifier(tmp_path / "model"), MIXED)
+    scores = ref.max(1)
+    assert min(abs(a - b) for i, a in enumerate(scores) for b in scores[:i]) > 1e-3   # a swap would show in 4 decimals
+    assert [g["text"] for g in got] == MIXED
+    np.testing.assert_allclose([float(g["score"]) for g in got], scores, rtol=0, atol=6e-5)
+    assert [g["label"] for g in got] == [LABELS[i] for i in ref.argmax(1)]
 
 
 def test_cli_head_method_and_epochs(tmp_path):
