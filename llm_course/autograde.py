@@ -280,7 +280,7 @@ def run_submission(path: str | Path, # the student's notebook
     sb = Sandbox([sys.executable, "-m", "llm_course.autograde"], folder if folder else None, limits, sandbox,
                  readable=_readable(), hidden=hide, env=_child_env(), log=log)
     if folder is None:                       # the notebook alone: a private folder holding only a copy of it
-        alone = Path(tempfile.mkdtemp(prefix="llm-course-nb-")); shutil.copy(path, alone / Path(path).name); os.chmod(alone, 0o755)
+        alone = Path(tempfile.mkdtemp(prefix=f"llm-course-nb-{os.getpid()}-")); shutil.copy(path, alone / Path(path).name); os.chmod(alone, 0o755)
         sb.folder = alone
     try:
         with sb:

@@ -127,8 +127,10 @@ def _cmd_release(args) -> int:
 
 def _cmd_grade(args) -> int:
     from llm_course.classroom import grade
+    from llm_course.sandbox import Limits
     try: r = grade(args.submissions, args.out, assignment=args.assignment, timeout=args.timeout, workers=args.workers,
-                   force=args.force, progress=not args.quiet)
+                   force=args.force, progress=not args.quiet, sandbox=args.sandbox, startup=args.startup,
+                   limits=Limits(memory_gb=args.memory) if args.memory else None)
     except KeyboardInterrupt:
         print(f"interrupted: the students graded so far are kept in {args.out}; run the same command again to grade the rest",
               file=sys.stderr)
@@ -150,11 +152,15 @@ def _add_classroom_commands(sub):
     s.add_argument("dest", help="folder to write the student versions to")
     s.add_argument("--force", action="store_true", help="replace DEST if it exists")
     s.set_defaults(func=_cmd_release)
-    s = csub.add_parser("grade", help="run and score every submission, each notebook in its own process")
+    s = csub.add_parser("grade", help="run and score every submission, each notebook in its own sandbox")
     s.add_argument("submissions", help="folder with one sub-folder (or one notebook) per student")
     s.add_argument("--out", required=True, help="folder for grades.csv, totals.csv, feedback/ and results/")
-    s.add_argument("--assignment", help="the released notebooks: which exercises each notebook must have")
-    s.add_argument("--timeout", type=float, default=30, help="seconds per cell and per exercise check (default 30)")
+    s.add_argument("--assignment", help="released notebooks, for notebooks and points (default: all of the course)")
+    s.add_argument("--timeout", type=float, default=30, help="seconds per cell (default 30)")
+    s.add_argument("--startup", type=float, default=60, help="extra seconds per notebook to start its sandbox (default 60)")
+    s.add_argument("--sandbox", choices=["auto", "bwrap", "unshare", "none"], default="auto",
+                   help="isolation of student code (default auto: bubblewrap where it works, with a warning below it)")
+    s.add_argument("--memory", type=float, help="address-space limit per notebook in GiB (default 3)")
     s.add_argument("--workers", type=int, default=1, help="students graded at once, one thread each (default 1)")
     s.add_argument("--force", action="store_true", help="regrade students graded before")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

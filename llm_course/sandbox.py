@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['Limits', 'SandboxWarning', 'SandboxError', 'sandbox_mode', 'Sandbox']
+__all__ = ['Limits', 'SandboxWarning', 'SandboxError', 'sandbox_mode', 'Sandbox', 'remove_stale']
 
 # %% ../nbs/96a_sandbox.ipynb #793f90a6
 @dataclass
@@ -182,7 +182,7 @@ def _start(self):
     self._r, w = os.pipe()
     work = "/home/student" if self.mode == "bwrap" else None
     if work is None:                       # a private copy of the submission on disk is the working folder
-        self._tmp = Path(tempfile.mkdtemp(prefix="llm-course-run-")); os.chmod(self._tmp, 0o711)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"llm-course-run-{os.getpid()}-")); os.chmod(self._tmp, 0o711)
         work = str(self._tmp / "work")
         if self.folder: shutil.copytree(self.folder, work, symlinks=True)
         else: os.mkdir(work)
@@ -252,3 +252,11 @@ def _stop(self) -> int | None:
     return rc
 
 Sandbox.send, Sandbox.receive, Sandbox.stop = _send, _receive, _stop
+
+# %% ../nbs/96a_sandbox.ipynb #5035fccb
+def remove_stale():
+    "Delete the private folders of runs whose grader was killed (`llm-course-run-<pid>-*` of a dead pid)."
+    for d in Path(tempfile.gettempdir()).glob("llm-course-*-*-*"):
+        try: pid = int(d.name.split("-")[3])
+        except (IndexError, ValueError): continue
+        if pid != os.getpid() and not Path(f"/proc/{pid}").exists(): shutil.rmtree(d, ignore_errors=True)
