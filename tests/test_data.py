@@ -241,3 +241,10 @@ def test_bad_arguments(tweets):
     with pytest.raises(ValueError, match="'train' or 'valid'"): load_corpus(split="test")
     with pytest.raises(ValueError, match="at least 1"): tweets.sample(0)
     with pytest.raises(ValueError, match="per_intent"): load_intents(per_intent=10_000)
+
+
+def test_articles_have_no_blank_line_inside():
+    # load_corpus separates articles by blank lines and lesson 05's pretraining_ids cuts there to insert <|endoftext|>
+    texts = load_bbc(dedupe=True).texts
+    assert not any("\n\n" in t for t in texts)
+    assert load_corpus(10**9).count("\n\n") + load_corpus(10**9, split="valid").count("\n\n") == len(texts) - 2
