@@ -50,10 +50,15 @@ def test_registry_loads_every_set_and_describes_each_exercise():
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in EXERCISES.items() if e.reference is not None))
-def test_reference_passes_stub_and_do_nothing_score_0(name):
+def test_reference_passes(name):
     e = EXERCISES[name]
     r = e.run(right_answer(e, 3), seed=3)
     assert r.ok and r.points == e.points and "PASSED" in r.text() and "✅" in r._repr_markdown_(), r.text()
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_stub_and_do_nothing_score_0(name):
+    e = EXERCISES[name]
     if e.wants_function:
         def stub(*a, **k): raise NotImplementedError()
         lazy = [lambda *a, **k: a[0] if a else 0, lambda *a, **k: 0]
@@ -66,7 +71,7 @@ def test_reference_passes_stub_and_do_nothing_score_0(name):
 @pytest.mark.parametrize("name", sorted(EXERCISES))
 def test_registered_mistakes_are_named(name):
     e = EXERCISES[name]
-    assert e.mistakes, f"{name} has no usual mistakes"
+    if e.lesson in FOUNDATIONS: assert e.mistakes, f"{name} has no usual mistakes"
     for mistake, wrong in e.mistakes.items():
         answer = wrong if e.wants_function else wrong(*e.cases(0)[0].args)
         r = fails_with(answer, name, mistake, "\nHint: ")
@@ -78,6 +83,105 @@ def test_foundations_cover_lessons_00_to_03_with_kinds():
     for l, es in by_lesson.items(): assert len(es) >= 3, (l, [e.name for e in es])
     kinds = {e.kind for es in by_lesson.values() for e in es}
     assert kinds == set(X.KINDS), kinds
+
+
+# --- lesson 00 -------------------------------------------------------------------------------------------------
+def buggy(name: str, **ns):
+    "The buggy function of a debug exercise, as its task shows it."
+    exec(get_exercise(name).task.split("```python\n")[1].split("```")[0], ns)
+    return ns[name]
+
+
+def test_token_batches_debug():
+    passes(lambda seed, n, b, t, v: torch.randint(0, v, (n, b, t), generator=torch.Generator().manual_seed(seed)), "token_batches")
+    fails_with(buggy("token_batches", torch=torch), "token_batches", "the planted bug")
+    fails_with(lambda seed, n, b, t, v: torch.randint(0, v, (n, b, t)), "token_batches", "differs at index")   # the global generator
+
+
+def test_predictions_of_lesson_00_to_03_explain_the_gap():
+    from llm_course.core import PROFILES
+    tok = {n: p.batch_size * p.block_size * p.max_steps for n, p in PROFILES.items()}
+    passes(tok["cpu"] / tok["ci"] * 1.005, "cpu_over_ci_tokens")                   # within the 1% the task allows
+    fails_with(tok["cpu"] / tok["ci"] * 1.03, "cpu_over_ci_tokens", "off the measured", "the task allows")
+    passes(0.3574, "padding_saved")
+    fails_with(0.3, "padding_saved", "your prediction 0.3 is off the measured 0.357")
+    passes(23, "byte_tokens"); fails_with(22, "byte_tokens", "the task asks for the exact value")
+    fails_with("23", "byte_tokens", "should be a number, got str")
+    from llm_course.transformer import GPT, GPTConfig
+    n = GPT(GPTConfig.from_preset("gpt-nano", vocab_size=512, block_size=128)).num_params() if hasattr(GPT, "num_params") else None
+    passes(3 * (12 * 48 * 48 + 13 * 48) + 512 * 48 + 128 * 48 + 2 * 48, "gpt_params")
+    if n is not None: passes(n, "gpt_params")
+
+
+def test_smollm2_size_prediction_against_the_loaded_model():
+    from llm_course.assets import load_smollm2
+    m = load_smollm2()
+    mb = sum(p.numel() for p in m.parameters()) * 4 / 1e6
+    assert m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()    # tied, as the task says
+    passes(mb, "smollm2_fp32_mb"); passes(mb * 1.04, "smollm2_fp32_mb")
+    fails_with(mb / 2, "smollm2_fp32_mb", "bfloat16 or float16")
+
+
+def test_pick_device():
+    def mine(requested, available):
+        if requested in (None, ""):
+            return "cuda" if "cuda" in available else ("mps" if "mps" in available else "cpu")
+        return {d: d for d in available}.get(requested.strip().lower())
+    passes(mine, "pick_device")
+    assert fails_with(lambda r, a: r, "pick_device", "should be").points == 0       # returning the request: do-nothing
+
+
+# --- lesson 01 -------------------------------------------------------------------------------------------------
+def test_stratified_split_properties():
+    from llm_course.data import TextData, split_data
+    def mine(labels, test, seed):                    # right, written differently: python's random, per class
+        import random
+        rng, tr, te = random.Random(seed), [], []
+        for c in set(labels):
+            idx = [i for i, l in enumerate(labels) if l == c]; rng.shuffle(idx)
+            m = int(test * len(idx) + 0.5); te += idx[:m]; tr += idx[m:]
+        return tr, te
+    passes(mine, "stratified_split")
+    def via_course(labels, test, seed):             # the course's split_data gives the same class counts
+        names = sorted(set(labels))
+        d = TextData([f"text {i}" for i in range(len(labels))], [names.index(l) for l in labels], [str(n) for n in names], "x")
+        s = split_data(d, valid=0, test=test, seed=seed)
+        return [int(t.split()[1]) for t in s.train.texts], [int(t.split()[1]) for t in s.test.texts]
+    passes(via_course, "stratified_split")
+    fails_with(lambda labels, test, seed: (list(range(len(labels))), [0]), "stratified_split", "index 0 is in both splits (leakage")
+    fails_with(lambda labels, test, seed: ([], list(range(len(labels) - 1))), "stratified_split", "exactly once")
+    fails_with(lambda labels, test, seed: {1, 2}, "stratified_split", "cannot read")
+
+
+def test_pad_batch_against_pad_sequence():
+    from torch.nn.utils.rnn import pad_sequence
+    def mine(seqs, pad_id, side="right"):
+        ids = pad_sequence([torch.tensor(s) for s in seqs], batch_first=True, padding_value=pad_id, padding_side=side)
+        mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True, padding_side=side)
+        return ids.long(), mask
+    passes(mine, "pad_batch")
+    fails_with(lambda seqs, pad_id, side="right": tuple(t.bool() if i else t for i, t in enumerate(mine(seqs, pad_id, side))),
+               "pad_batch", "has dtype torch.bool, expected torch.int64")
+    fails_with(lambda seqs, pad_id, side="right": mine(seqs, pad_id, side)[0], "pad_batch", "should be a tuple")
+
+
+# --- lesson 01a ------------------------------------------------------------------------------------------------
+def test_manifest_ok_debug_and_the_course_check(tmp_path):
+    from llm_course.assets import MANIFEST, folder_ok
+    from llm_course.core import COMPLETE_MARKER
+    passes(lambda m, f: bool(m.get("files")) and all(f.get(k, -1) == v for k, v in m["files"].items()), "manifest_ok")
+    fails_with(buggy("manifest_ok"), "manifest_ok", "the planted bug", "cut short")
+    (tmp_path / "a.bin").write_bytes(b"x" * 9); (tmp_path / COMPLETE_MARKER).write_text("")
+    (tmp_path / MANIFEST).write_text(json.dumps({"files": {"a.bin": 10}, "build_id": "x"}))
+    ref = get_exercise("manifest_ok").reference
+    assert folder_ok(tmp_path) == ref({"files": {"a.bin": 10}}, {"a.bin": 9}) is False      # the same verdict as the course's
+
+
+def test_cosine_matrix_against_sentence_transformers():
+    from sentence_transformers.util import cos_sim
+    passes(lambda a, b: cos_sim(a, b), "cosine_matrix")
+    passes(lambda a, b: F.cosine_similarity(a[:, None], b[None], dim=-1), "cosine_matrix")
+    fails_with(lambda a, b: a @ b.T, "cosine_matrix", "not normalised")
 
 
 # --- lesson 02 -------------------------------------------------------------------------------------------------
@@ -107,6 +211,41 @@ def test_merge_pair_feedback():
     assert "Traceback" not in r.text()
     r = fails_with(lambda ids, pair, new_id: list(ids), "merge_pair", "doing nothing")
     assert r.passed == 1 and r.points == 0
+
+
+def test_train_merges_debug():
+    from collections import Counter
+    def mine(word_counts, n_merges):               # right, written differently: a list of symbols per occurrence count
+        corpus = [(list(w), c) for w, c in word_counts.items()]
+        out = []
+        while len(out) < n_merges:
+            pairs = Counter()
+            for syms, c in corpus:
+                for p in zip(syms, syms[1:]): pairs[p] += c
+            if not pairs: return out
+            top = max(pairs.values()); best = sorted(p for p in pairs if pairs[p] == top)[0]
+            out.append(best)
+            for k, (syms, c) in enumerate(corpus):
+                new, i = [], 0
+                while i < len(syms):
+                    if syms[i:i + 2] == list(best): new.append(syms[i] + syms[i + 1]); i += 2
+                    else: new.append(syms[i]); i += 1
+                corpus[k] = (new, c)
+        return out
+    passes(mine, "train_merges")
+    from llm_course.exercise_sets.foundations import _merge_word
+    fails_with(buggy("train_merges", Counter=Counter, merge_word=_merge_word), "train_merges", "the planted bug")
+
+
+def test_ln_ablation_checks_table_and_conclusion():
+    e = get_exercise("ln_ablation")
+    right = e.reference()
+    passes(right, "ln_ablation")
+    assert right["conclusion"] == "pre" and right["table"]["post"][1] < 1.5            # the lesson's finding, at this profile
+    fails_with({**right, "conclusion": "Pre-LN"}, "ln_ablation", "conclusion'] should be 'pre'")
+    fails_with({"table": right["table"]}, "ln_ablation", "has keys ['table'], expected ['conclusion', 'table']")
+    worse = {"table": {"pre": [right["table"]["pre"][0] * 1.1, right["table"]["pre"][1]], "post": right["table"]["post"]}, "conclusion": "pre"}
+    fails_with(worse, "ln_ablation", "item 0 of your answer['table']['pre']")
 
 
 # --- lesson 03 -------------------------------------------------------------------------------------------------
