@@ -69,6 +69,7 @@ def execute(rel: str, text: bytes, run_dir: Path, profile: str, flags: set[str],
                         resources={"metadata": {"path": str((run_dir / rel).parent)}})
     client.flags = flags
     t0 = time.perf_counter()
+    if not any(c.cell_type == "code" and not skipped(c, flags) for c in nb.cells): return nb, 0.0  # nothing to run
     env = {**{k: v for k, v in os.environ.items() if k != "MPLBACKEND"}, **env}  # inline plots, not Agg
     client.execute(env=env)
     return nb, time.perf_counter() - t0
@@ -126,9 +127,10 @@ def render(nb, rel: str, pages: list[tuple[str, str]], out: Path) -> Path:
     from nbconvert.preprocessors import ExtractOutputPreprocessor
     page = out / rel; page.parent.mkdir(parents=True, exist_ok=True)
     up = "../" * rel.count("/"); stem = Path(rel).stem
-    ex = HTMLExporter(template_name="course_site", extra_template_basedirs=[str(ROOT / "tools" / "site_template")])
+    ex = HTMLExporter(template_name="course_site", extra_template_basedirs=[str(ROOT / "tools" / "site_template")],
+                      mathjax_url=f"{up}assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe")
     ex.register_preprocessor(ExtractOutputPreprocessor(), enabled=True)
-    resources = {"output_files_dir": f"{stem}_files", "mathjax_url": f"{up}assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe",
+    resources = {"output_files_dir": f"{stem}_files",
                  "site_nav": nav(pages, rel), "site_nav_bottom": nav(pages, rel, bottom=True), "metadata": {"name": stem}}
     body, res = ex.from_notebook_node(for_reader(nb, rel), resources=resources)
     for name, data in res.get("outputs", {}).items():
