@@ -21,7 +21,8 @@ from .core import atomic_dir, is_complete, set_seed
 __all__ = ['TrainConfig', 'lr_factor', 'WarmupCosine', 'make_scheduler', 'make_optimizer', 'to_device', 'model_device',
            'compute_loss', 'epoch_seed', 'Batches', 'History', 'TrainState', 'Callback', 'EarlyStopping', 'in_jupyter',
            'LossPlot', 'rng_states', 'set_rng_states', 'checkpoints', 'save_checkpoint', 'load_checkpoint', 'evaluate',
-           'CtrlC', 'NonFiniteLossError', 'fit', 'read_corpus', 'byte_lm_data', 'tiny_gpt2', 'InterruptAt']
+           'CtrlC', 'NonFiniteLossError', 'fit', 'read_corpus', 'byte_lm_data', 'tiny_gpt2', 'byte_baselines',
+           'InterruptAt']
 
 # %% ../nbs/04_training.ipynb #e4bef65a
 @dataclass
@@ -584,6 +585,18 @@ def tiny_gpt2(block_size: int, # context length (n_positions)
     model = GPT2LMHeadModel(cfg)
     model.loss_type = "ForCausalLM"   # transformers cannot tell from the class name (see the Trainer section)
     return model
+
+# %% ../nbs/04_training.ipynb #4f282111
+def byte_baselines(train_data: list[dict], # training examples from `byte_lm_data` (either style)
+                   valid_data: list[dict], # validation examples from `byte_lm_data`
+                  ) -> dict:
+    "Validation losses (nats per predicted byte) of guesses that ignore context, and `n_seen`, the byte values in training."
+    seen = torch.cat([d["input_ids"] if "input_ids" in d else d["idx"] for d in train_data])
+    counts = torch.bincount(seen, minlength=256).double()
+    log_p = ((counts + 1) / (counts.sum() + 256)).log()       # byte frequencies, add-one smoothed: unseen bytes keep some mass
+    targets = torch.cat([d["labels"][1:] if "labels" in d else d["targets"] for d in valid_data])   # the bytes a model predicts
+    n_seen = int((counts > 0).sum())
+    return dict(uniform=math.log(256), uniform_seen=math.log(n_seen), unigram=-log_p[targets].mean().item(), n_seen=n_seen)
 
 # %% ../nbs/04_training.ipynb #2e50d15c
 class InterruptAt(Callback):

@@ -10,7 +10,7 @@ from llm_course.core import set_seed
 from llm_course.training import _set_epoch
 from llm_course.training import (Batches, Callback, InterruptAt, NonFiniteLossError, TrainConfig, checkpoints, compute_loss,
                                  evaluate, fit, load_checkpoint, lr_factor, make_optimizer, make_scheduler, TrainState,
-                                 byte_lm_data, read_corpus, tiny_gpt2)
+                                 byte_baselines, byte_lm_data, read_corpus, tiny_gpt2)
 
 BLOCK = 16
 
@@ -340,6 +340,30 @@ def test_our_gpt():
     gpt = byte_lm_data(read_corpus(4_000), BLOCK, style="gpt")
     h = fit(m, gpt, gpt[-8:], config=cfg(lr=1e-2, max_steps=6, eval_every=3))
     assert len(h.loss) == 6 and h.loss[-1] < h.loss[0] and h.evals[-1]["loss"] < math.log(256)
+
+
+@pytest.mark.parametrize("style", ["hf", "gpt"])
+def test_lesson_bar_is_reached_only_by_training(style):
+    """Lesson 04's ci check, its own recipe: the validation loss must beat the uniform guess over the byte values seen in
+    training (ln k). A working run does; an untrained model and a learning rate 100x too small stay near ln 256."""
+    from llm_course.core import get_profile
+    from llm_course.transformer import GPT, GPTConfig
+    p = get_profile("ci")
+    data = byte_lm_data(read_corpus(p.corpus_chars), p.block_size, style=style)
+    n_valid = max(p.batch_size, len(data) // 10)
+    train, valid = data[:-n_valid], data[-n_valid:]
+    bar = byte_baselines(train, valid)["uniform_seen"]
+
+    def final_loss(lr):
+        torch.manual_seed(0)
+        model = (tiny_gpt2(p.block_size, p.n_layer, p.n_head, p.n_embd) if style == "hf"
+                 else GPT(GPTConfig.from_profile(p, vocab_size=256)))
+        c = TrainConfig(lr=lr, max_steps=p.max_steps, warmup_steps=p.max_steps // 10, batch_size=p.batch_size,
+                        eval_every=p.eval_every, eval_batches=20, progress=False, plot=False)
+        return fit(model, train, valid, c).evals[-1]["loss"]
+    trained, too_small, untrained = final_loss(p.lr), final_loss(p.lr / 100), final_loss(0.0)
+    assert trained < bar < too_small < untrained + 0.05, (trained, bar, too_small, untrained)
+    assert untrained > math.log(256) - 0.1
 
 
 # --- parity with Hugging Face Trainer (a smaller version of the notebook's) -------------------------------------------
