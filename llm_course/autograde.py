@@ -10,7 +10,7 @@ from pathlib import Path
 from .sandbox import Limits, Sandbox
 
 # %% auto #0
-__all__ = ['SUSPECT', 'scan_notebook', 'Monitor', 'child_main', 'runnable_cells', 'run_submission']
+__all__ = ['SUSPECT', 'scan_notebook', 'Monitor', 'exercises_for', 'child_main', 'runnable_cells', 'run_submission']
 
 # %% ../nbs/96b_autograde.ipynb #7c275f81
 SUSPECT = (
@@ -176,15 +176,31 @@ def _run_cells(shell, cells: list, timeout: float, say) -> list[str]:
         errors.append(f"cell {i + 1} (`{first[:60]}`) {what}")
     return errors
 
+# %% ../nbs/96b_autograde.ipynb #3ae599eb
+def exercises_for(names: list[str], # the exercises wanted
+                 ) -> dict:
+    "Name -> Exercise for `names`, importing only the exercise sets that define them (a set may import torch: seconds)."
+    import importlib, pkgutil, llm_course.exercise_sets as sets
+    from llm_course.exercises import EXERCISES
+    have = lambda: set(dict.keys(EXERCISES))
+    for m in pkgutil.iter_modules(sets.__path__):
+        if not set(names) - have(): break
+        try: text = Path(m.module_finder.path, f"{m.name}.py").read_text()
+        except (OSError, AttributeError): text = ""
+        if any(f'"{n}"' in text or f"'{n}'" in text for n in names):
+            try: importlib.import_module(f"{sets.__name__}.{m.name}")
+            except Exception: pass
+    if set(names) - have(): EXERCISES.load()
+    return {n: dict.get(EXERCISES, n) for n in names if dict.get(EXERCISES, n) is not None}
+
 # %% ../nbs/96b_autograde.ipynb #25d5e9c5
 def child_main():
     "Inside the sandbox: run the cells, then send the answers on fresh inputs (see above)."
     ch, stdin = int(os.environ.pop("LLM_COURSE_CHANNEL")), os.fdopen(os.dup(0), "rb")
     say = lambda tag, obj: _say(ch, tag, obj)
     job = json.loads(stdin.readline())
-    from llm_course.exercises import EXERCISES
     import llm_course
-    exs = {n: EXERCISES[n] for n in job["exercises"] if n in EXERCISES}
+    exs = exercises_for(job["exercises"])
     monitor = Monitor(exs, trusted=(sys.prefix, sys.base_prefix, str(Path(llm_course.__file__).parent), "/usr/"))
     from traitlets.config import Config
     from IPython.core.interactiveshell import InteractiveShell

@@ -177,6 +177,8 @@ def _zero(name: str, pts: float, why: str) -> dict:
 
 def _verdict(name: str, pts: float, seed: int, answers, flags: list, errors: list) -> dict:
     "One exercise's row: judged here from the student's answers."
+    if flags: return dict(_zero(name, pts, ""), feedback=f"NOT YET {name}: 0 points: the answer uses the course's own answer or "
+                          f"works against the checker: {'; '.join(flags)}. Write it yourself.")
     if answers is None:
         stopped = [e for e in errors if e.startswith("the notebook was stopped")]
         return _zero(name, pts, stopped[0] if stopped else f"the notebook defines no `{name}` (was it renamed, or did the cell "
@@ -184,8 +186,6 @@ def _verdict(name: str, pts: float, seed: int, answers, flags: list, errors: lis
     try: res = _judge(name).judge(seed, answers)
     except Exception as e: return _zero(name, pts, f"the answers could not be checked ({type(e).__name__}: {str(e)[:200]})")
     res.max_points = pts
-    if flags: res.zeroed = ("0 points: the answer uses the course's own answer or works against the checker: " + "; ".join(flags)
-                            + ". Write it yourself.")
     return res.to_dict()
 
 def grade_notebook(path: str | Path, # the student's notebook
