@@ -247,7 +247,7 @@ def content_free_probs(scorer: PromptScorer, # the scorer (template, verbalizer,
 def calibrate(probs: np.ndarray, # (n, n_labels) label probabilities
               p_cf: np.ndarray, # (n_labels,) from `content_free_probs` with the same prompt
              ) -> np.ndarray:
-    "Contextual calibration: q = softmax(W p) with W = diag(p_cf)^-1, i.e. divide out the bias and renormalise."
+    "Contextual calibration, renormalised: q = W p / sum(W p) with W = diag(p_cf)^-1, i.e. q ∝ p / p_cf (Zhao et al. write softmax(W p + b))."
     p_cf = np.asarray(p_cf, dtype=np.float64)
     if p_cf.shape != probs.shape[1:] or not (p_cf > 0).all():
         raise ValueError(f"p_cf must be {probs.shape[1]} positive probabilities (one per label), got {p_cf}")

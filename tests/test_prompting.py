@@ -120,12 +120,17 @@ def test_tokenizer_of_another_model_is_refused(smol):
 
 
 # ---------------------------------------------------------------- calibration, scores, demonstrations
-def test_calibrate_is_zhao_et_al():
+def test_calibrate_renormalises_W_p_and_agrees_with_zhao_et_al_on_predictions():
+    "q = W p / sum(W p), W = diag(p_cf)^-1: the documented formula. Zhao et al.'s softmax(W p) predicts the same, with other probabilities."
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(3), size=5); p_cf = rng.dirichlet(np.ones(3))
     q = calibrate(p, p_cf)
-    ref = np.exp(np.log(p) - np.log(p_cf)); ref /= ref.sum(1, keepdims=True)           # softmax(W p) in log space, W = diag(p_cf)^-1
+    ref = p / p_cf; ref /= ref.sum(1, keepdims=True)                                    # W p, renormalised
     np.testing.assert_allclose(q, ref, atol=1e-12)
+    zhao = np.exp(p / p_cf); zhao /= zhao.sum(1, keepdims=True)                          # softmax(W p + b), b = 0
+    np.testing.assert_array_equal(q.argmax(1), zhao.argmax(1))
+    assert np.abs(q - zhao).max() > 0.05                                                # a softmax in calibrate would fail the first check
+    np.testing.assert_allclose(calibrate(np.array([[0.6, 0.3, 0.1]]), np.array([0.5, 0.25, 0.25])), [[3 / 7, 3 / 7, 1 / 7]], atol=1e-12)
     np.testing.assert_allclose(calibrate(p, np.ones(3) / 3), p, atol=1e-12)            # a fair prompt is left alone
     np.testing.assert_allclose(calibrate(p_cf[None], p_cf), np.full((1, 3), 1 / 3), atol=1e-12)   # content-free input -> uniform
     with pytest.raises(ValueError, match="one per label"): calibrate(p, np.array([0.5, 0.5]))
