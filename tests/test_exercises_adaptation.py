@@ -11,6 +11,7 @@ from llm_course.core import get_profile
 from llm_course.exercises import EXERCISES, get_exercise
 import llm_course.exercise_sets.adaptation as A
 
+LESSONS = ("07", "08")
 
 def run(name, answer, seed=0):
     return get_exercise(name).run(answer, seed=seed)
@@ -154,3 +155,16 @@ def test_rank_sweep():
     assert_named("rank_sweep", {"table": {**table, "base": table["base"] - 1}, "conclusion": best}, "re-run")
     assert_named("rank_sweep", {"table": table, "conclusion": "base"}, "should be one of")
     for lazy in ({"table": {}, "conclusion": ""}, 0, None): assert_zero("rank_sweep", lazy)
+
+def lesson_headings(lesson_stem):
+    import json, pathlib
+    nb = json.loads((pathlib.Path(__file__).parent.parent / "nbs" / f"{lesson_stem}.ipynb").read_text())
+    return {line.lstrip("#").strip() for c in nb["cells"] if c["cell_type"] == "markdown"
+            for line in "".join(c["source"]).splitlines() if line.startswith("#")}
+
+def test_sections_are_headings_of_their_lessons():
+    "Each exercise names a section that exists in its lesson notebook (a renamed section fails here)."
+    for e in EXERCISES.values():
+        if e.lesson in LESSONS:
+            stem, section = e.section.split(": ", 1)
+            assert section in lesson_headings(stem), (e.name, e.section)

@@ -10,6 +10,7 @@ from llm_course.core import get_profile
 from llm_course.exercises import EXERCISES, get_exercise
 import llm_course.exercise_sets.training as T
 
+LESSONS = ("04", "05", "06")
 
 def run(name, answer, seed=0):
     return get_exercise(name).run(answer, seed=seed)
@@ -253,3 +254,16 @@ def test_freeze_sweep():
     if worse: assert_named("freeze_sweep", {"table": table, "conclusion": worse[0]}, "does not support")
     assert_named("freeze_sweep", {"table": {**table, "all": table["all"] + 0.2}, "conclusion": best}, "re-run")
     for lazy in ({"table": {}, "conclusion": ""}, 0, None): assert_zero("freeze_sweep", lazy)
+
+def lesson_headings(lesson_stem):
+    import json, pathlib
+    nb = json.loads((pathlib.Path(__file__).parent.parent / "nbs" / f"{lesson_stem}.ipynb").read_text())
+    return {line.lstrip("#").strip() for c in nb["cells"] if c["cell_type"] == "markdown"
+            for line in "".join(c["source"]).splitlines() if line.startswith("#")}
+
+def test_sections_are_headings_of_their_lessons():
+    "Each exercise names a section that exists in its lesson notebook (a renamed section fails here)."
+    for e in EXERCISES.values():
+        if e.lesson in LESSONS:
+            stem, section = e.section.split(": ", 1)
+            assert section in lesson_headings(stem), (e.name, e.section)

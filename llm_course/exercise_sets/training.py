@@ -117,7 +117,7 @@ register(Exercise(
               "256 is the perplexity (e^loss), not the loss": lambda: 256.0}))
 
 # %% ../../nbs/95b_exercises_training.ipynb #7179f38f
-LOOP_SIZES = {"ci": dict(steps=60, bar=3.35), "cpu": dict(steps=300, bar=2.6), "gpu": dict(steps=2000, bar=1.8)}
+LOOP_SIZES = {"ci": dict(steps=60, bar=3.35), "cpu": dict(steps=150, bar=3.4), "gpu": dict(steps=2000, bar=1.8)}   # bar: the last 10 losses' mean
 
 def _byte_batches(p, steps: int, seed: int) -> list:
     "`steps` random batches of lesson 04's byte data (idx/targets) at profile `p`."
@@ -197,7 +197,7 @@ register(Exercise(
 
 # %% ../../nbs/95b_exercises_training.ipynb #794816be
 LR_SWEEP = {"small": 1 / 30, "default": 1.0, "large": 10.0}   # multiples of the profile's learning rate
-LR_SWEEP_STEPS = {"ci": 30, "cpu": 200, "gpu": 1000}
+LR_SWEEP_STEPS = {"ci": 30, "cpu": 150, "gpu": 1000}
 
 def lr_sweep_run(lr: float, # the peak learning rate
                  profile=None, # a `Profile`; default `get_profile()`
@@ -410,7 +410,7 @@ register(Exercise(
     forbidden=("llm_course.pretraining:next_token", "llm_course.pretraining:generate", "llm_course.pretraining:generate_text")))
 
 # %% ../../nbs/95b_exercises_training.ipynb #82b1f2e7
-PRETRAIN_SIZES = {"ci": dict(steps=60, bar=6.3), "cpu": dict(steps=300, bar=4.6), "gpu": dict(steps=2000, bar=3.6)}
+PRETRAIN_SIZES = {"ci": dict(steps=60, bar=6.3), "cpu": dict(steps=150, bar=5.8), "gpu": dict(steps=2000, bar=3.6)}
 
 @functools.lru_cache(maxsize=2)
 def _corpus_ids(n_chars: int) -> torch.Tensor:
