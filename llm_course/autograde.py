@@ -281,10 +281,10 @@ def run_submission(path: str | Path, # the student's notebook
                    released: dict | None = None, # the released notebook: its unchanged cells are the teacher's
                    log: str | Path | None = None, # file for what the notebook printed
                   ) -> dict:
-    "Run one notebook sandboxed: {errors, answers: {name: list|None}, flags: {name: [why]}}."
+    "Run one notebook sandboxed: {errors, answers: {name: list|None}, flags: {name: [why]}, failed: why it gave no answers}."
     from llm_course.classroom import NotebookError, read_notebook
     from llm_course.exercises import EXERCISES
-    none = lambda why: dict(errors=[why], answers={n: None for n in exercises}, flags={})
+    none = lambda why: dict(errors=[why], answers={n: None for n in exercises}, flags={}, failed=why)
     try: nb = read_notebook(path)
     except (NotebookError, OSError) as e: return none(str(e) if isinstance(e, NotebookError) else f"{Path(path).name} could not be read ({e.strerror})")
     cells, budget = runnable_cells(nb, released), sum(EXERCISES[n].timeout for n in exercises if n in EXERCISES) + 10
@@ -314,11 +314,11 @@ def _assemble(errors, res, exercises, at, stage, sb, timeout) -> dict:
     "The result of a run from the messages that came (or did not)."
     errors = [str(e)[:400] for e in errors][:50] if isinstance(errors, list) else []
     if res is None or not isinstance(res, dict):
-        rc = sb.proc.returncode if sb.proc is not None else None
-        why = (f"the notebook was stopped: no answer in time {_where(at, stage)} (an endless loop the cell limit of {timeout:g} s "
-               f"could not interrupt, or a process that hung)")
-        errors.append(why)
-        return dict(errors=errors, answers={n: None for n in exercises}, flags={})
+        rc = sb.returncode
+        why = (f"the Python process running the notebook died (exit code {rc}) {_where(at, stage)}" if rc is not None and rc != -9
+               else f"the notebook was stopped: no answer in time {_where(at, stage)} (an endless loop the cell limit of "
+                    f"{timeout:g} s could not interrupt, or a process that hung)")
+        return dict(errors=errors + [why], answers={n: None for n in exercises}, flags={}, failed=why)
     answers, flags = {}, {}
     for n in exercises:
         r = res.get(n) if isinstance(res.get(n), dict) else {}

@@ -175,14 +175,12 @@ def _judge(name: str):
 def _zero(name: str, pts: float, why: str) -> dict:
     return dict(exercise=name, points=0.0, max_points=pts, ok=False, feedback=f"NOT GRADED {name}: {why}")
 
-def _verdict(name: str, pts: float, seed: int, answers, flags: list, errors: list) -> dict:
+def _verdict(name: str, pts: float, seed: int, answers, flags: list, failed: str | None) -> dict:
     "One exercise's row: judged here from the student's answers."
     if flags: return dict(_zero(name, pts, ""), feedback=f"NOT YET {name}: 0 points: the answer uses the course's own answer or "
                           f"works against the checker: {'; '.join(flags)}. Write it yourself.")
     if answers is None:
-        stopped = [e for e in errors if e.startswith("the notebook was stopped")]
-        return _zero(name, pts, stopped[0] if stopped else f"the notebook defines no `{name}` (was it renamed, or did the cell "
-                     "that defines it fail?)")
+        return _zero(name, pts, failed or f"the notebook defines no `{name}` (was it renamed, or did the cell that defines it fail?)")
     try: res = _judge(name).judge(seed, answers)
     except Exception as e: return _zero(name, pts, f"the answers could not be checked ({type(e).__name__}: {str(e)[:200]})")
     res.max_points = pts
@@ -201,7 +199,7 @@ def grade_notebook(path: str | Path, # the student's notebook
     try: scanned = scan_notebook(read_notebook(path), names, released)
     except (NotebookError, OSError): scanned = {}
     rows = [_verdict(n, points[n], seed, r["answers"].get(n), ([scanned[n]] if n in scanned else []) + r["flags"].get(n, []),
-                     r["errors"]) for n in names]
+                     r.get("failed")) for n in names]
     return dict(errors=r["errors"], exercises=rows)
 
 # %% ../nbs/96_classroom.ipynb #95875bd7
@@ -354,7 +352,7 @@ def grade(submissions: str | Path, # one sub-folder (or one file) per student
     subs = find_submissions(subs_dir, exclude=(out,) + ((assignment,) if assignment else ()))
     for d in ("results", "feedback", "logs"): (out / d).mkdir(parents=True, exist_ok=True)
     report = GradeReport(out, sandbox=sandbox_mode(sandbox), seed=_run_seed(out, force)); remove_stale()
-    settings = dict(timeout=timeout, assignment=points, seed=report.seed)
+    settings = dict(timeout=float(timeout), assignment=points, seed=report.seed)
     run = dict(timeout=timeout, startup=startup, sandbox=sandbox, limits=limits,
                hidden=tuple(str(p) for p in (subs_dir, out, assignment) if p))
     todo = []

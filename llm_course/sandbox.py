@@ -160,14 +160,26 @@ class Sandbox:
         self.argv, self.folder, self.limits, self.want = list(argv), folder and Path(folder), limits or Limits(), mode
         self.readable, self.hidden, self.env, self.log = [Path(p) for p in readable], [Path(p) for p in hidden], env or {}, log
         self.proc, self.mode, self._buf, self._tmp, self._uid = None, None, bytearray(), None, None
+        self.returncode, self._eof = None, False   # after `stop`: the exit code (negative: the signal that killed it)
         self.token = uuid.uuid4().hex
 
     def __enter__(self): self.start(); return self
     def __exit__(self, *exc): self.stop()
 
 # %% ../nbs/96a_sandbox.ipynb #a9e6f229
-def _take_uid() -> int | None:
+def _others_can_use(paths: list) -> bool:
+    "Whether a user without rights of its own can reach `paths` (every folder above them searchable by others)."
+    for p in map(lambda p: Path(os.path.realpath(p)), paths):
+        if any(not os.stat(d).st_mode & 0o001 for d in [*p.parents][:-1][::-1] + ([p] if p.is_dir() else [])): return False
+    return True
+
+def _take_uid(mode: str, readable: list) -> int | None:
+    "A user id of its own for a run, when the grader is root (and, without bubblewrap, that user can reach Python)."
     if os.geteuid() != 0: return None
+    if mode != "bwrap" and not _others_can_use([sys.executable, sys.prefix, sys.base_prefix, *readable]):
+        warnings.warn(f"Python ({os.path.realpath(sys.executable)}) is in a folder other users cannot enter: without bubblewrap "
+                      "the student's code runs as root", SandboxWarning, stacklevel=3)
+        return None
     with _uid_lock:
         if not _free_uids: raise RuntimeError(f"more than {_UID_COUNT} sandboxed runs at once")
         return _free_uids.pop(0)
@@ -178,7 +190,7 @@ def _give_uid(uid: int | None):
 
 def _start(self):
     "Start the run (see `Sandbox`)."
-    self.mode, self._uid = sandbox_mode(self.want), _take_uid()
+    self.mode = sandbox_mode(self.want); self._uid = _take_uid(self.mode, self.readable)
     self._r, w = os.pipe()
     work = "/home/student" if self.mode == "bwrap" else None
     if work is None:                       # a private copy of the submission on disk is the working folder
@@ -225,7 +237,7 @@ def _receive(self, timeout: float) -> bytes | None:
         left = end - time.monotonic()
         if left <= 0 or len(self._buf) > self.MAX_MESSAGE or not select.select([self._r], [], [], left)[0]: return None
         chunk = os.read(self._r, 1 << 20)
-        if not chunk: return None
+        if not chunk: self._eof = True; return None
         self._buf += chunk
     i = self._buf.index(b"\n"); line = bytes(self._buf[:i]); del self._buf[:i + 1]
     return line
@@ -233,6 +245,9 @@ def _receive(self, timeout: float) -> bytes | None:
 def _stop(self) -> int | None:
     "Kill the run and everything it started; returns its exit code (negative: killed by that signal)."
     if self.proc is None: return None
+    if self._eof:                           # it closed its channel: let it finish on its own for a moment
+        try: self.proc.wait(2)
+        except subprocess.TimeoutExpired: pass
     try: os.killpg(self.proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError): pass
     self.proc.wait()
@@ -249,6 +264,7 @@ def _stop(self) -> int | None:
     os.close(self._r); self._r = -1
     if self._tmp: shutil.rmtree(self._tmp, ignore_errors=True)
     _give_uid(self._uid); self._uid, rc, self.proc = None, self.proc.returncode, None
+    self.returncode = rc
     return rc
 
 Sandbox.send, Sandbox.receive, Sandbox.stop = _send, _receive, _stop

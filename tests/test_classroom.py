@@ -1,5 +1,5 @@
-"""llm_course.classroom: student versions (nbgrader conventions) and grading in separate processes, end to end."""
-import contextlib, csv, io, json, time
+"""llm_course.classroom: student versions (nbgrader conventions) and sandboxed grading, end to end (hostile cases: test_hostile)."""
+import contextlib, csv, io, json, os, signal, subprocess, sys, time, warnings
 from pathlib import Path
 
 import pytest
@@ -96,30 +96,35 @@ def test_release_course_exercises_gives_stubs(tmp_path):
 
 
 # --- grading ---------------------------------------------------------------------------------------------------
+HEADER = "from llm_course.exercises import check"
+
+
+def assignment(d):
+    "A released folder with one notebook, hw.ipynb, checking merge_pair."
+    write(d / "assignment" / "hw.ipynb", C.student_notebook(nb(HEADER, RIGHT.replace("    out, i", "    ### BEGIN SOLUTION\n    out, i")
+                                                                 + "\n    ### END SOLUTION", "check(merge_pair)")))
+    return d / "assignment"
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    "Seven fake submissions graded once through the command line, two workers."
+    "Eight fake submissions graded once through the command line, two workers."
     d = tmp_path_factory.mktemp("class")
-    write(d / "assignment" / "hw.ipynb", C.student_notebook(nb("from llm_course.exercises import check",
-                                                                RIGHT.replace("    out, i", "    ### BEGIN SOLUTION\n    out, i") + "\n    ### END SOLUTION",
-                                                                "check(merge_pair)")))
-    S = d / "subs"
-    header = "from llm_course.exercises import check"
-    write(S / "alice" / "hw.ipynb", nb(header, RIGHT, "check(merge_pair)"))
-    write(S / "bob" / "hw.ipynb", nb(header, WRONG, "check(merge_pair)"))
-    write(S / "carol" / "hw.ipynb", nb(header, "undefined_name + 1", RIGHT, "raise RuntimeError('boom')"))   # crashes, then recovers
-    write(S / "dave" / "hw.ipynb", nb(header, "def merge_pair(ids, pair, new_id):\n    while True: pass", "check(merge_pair)"))
-    write(S / "erin" / "hw.ipynb", nb(header, RIGHT, "import os; os._exit(3)"))                           # kills its process
+    A, S = assignment(d), d / "subs"
+    write(S / "alice" / "hw.ipynb", nb(HEADER, RIGHT, "check(merge_pair)"))
+    write(S / "bob" / "hw.ipynb", nb(HEADER, WRONG, "check(merge_pair)"))
+    write(S / "carol" / "hw.ipynb", nb(HEADER, "undefined_name + 1", RIGHT, "raise RuntimeError('boom')"))   # crashes, then recovers
+    write(S / "dave" / "hw.ipynb", nb(HEADER, "def merge_pair(ids, pair, new_id):\n    while True: pass", "check(merge_pair)"))
+    write(S / "erin" / "hw.ipynb", nb(HEADER, RIGHT, "import os; os._exit(3)"))                           # kills its process
     write(S / "frank.txt", "I did it on paper")                                                            # not a notebook
     write(S / "gina" / "hw.ipynb", '{"cells": [ {"cell_type": "code", "source": "x = 1"')                  # broken JSON
     write(S / "hank.ipynb", nb(RIGHT))                                                                     # one file per student
     t0 = time.time()
-    status, out, err = run_cli("classroom", "grade", S, "--out", d / "out", "--assignment", d / "assignment",
-                               "--timeout", 1, "--workers", 2, "--quiet")
-    return dict(d=d, out=d / "out", status=status, stdout=out, stderr=err, seconds=time.time() - t0)
+    status, out, err = run_cli("classroom", "grade", S, "--out", d / "out", "--assignment", A, "--timeout", 1, "--workers", 2, "--quiet")
+    return dict(d=d, A=A, out=d / "out", status=status, stdout=out, stderr=err, seconds=time.time() - t0)
 
 
-def feedback(g, student): return (g["out"] / "feedback" / f"{student}.md").read_text()
+def feedback(g, student): return (g["out"] / "feedback" / f"{C.student_key(student)}.md").read_text()
 
 
 def test_grade_table_and_totals(graded):
@@ -141,93 +146,122 @@ def test_feedback_in_words(graded):
     assert "❌ merge_pair" in bob and "the last token is dropped" in bob and "Hint:" in bob and "Traceback" not in bob
     carol = feedback(graded, "carol")
     assert "cell 2 (`undefined_name + 1`) raised NameError" in carol and "cell 4 (`raise RuntimeError('boom')`) raised RuntimeError: boom" in carol
-    dave = feedback(graded, "dave")
-    assert "stopped after 1 s" in dave and "ran for more than 1 s and was stopped" in dave
-    assert "died (exit code 3) in cell 3" in feedback(graded, "erin")
-    frank = feedback(graded, "frank.txt")
-    assert "hw.ipynb is missing from the submission (handed in: frank.txt)" in frank
-    alone = C.grade_student("frank.txt", [graded["d"] / "subs" / "frank.txt"], {}, 1, 5, graded["out"] / "logs")   # no --assignment
-    assert C.feedback_markdown(alone).count("no Jupyter notebook (.ipynb) was handed in (found: frank.txt)") == 1
-    assert "gina: " not in feedback(graded, "gina") and "hw.ipynb is not valid notebook JSON (line 1" in feedback(graded, "gina")
+    assert "stopped after 10 s: is there an endless loop?" in feedback(graded, "dave")        # the exercise's own limit
+    assert "the Python process running the notebook died (exit code 3) in cell 3" in feedback(graded, "erin")
+    assert "hw.ipynb is missing from the submission (handed in: frank.txt)" in feedback(graded, "frank.txt")
+    assert "hw.ipynb is not valid notebook JSON (line 1" in feedback(graded, "gina")
     assert "✅ merge_pair" in feedback(graded, "hank")
-    assert (graded["out"] / "logs" / "bob__hw.log").read_text().count("NOT YET merge_pair") == 1   # the student's own check cell ran
+    log = (graded["out"] / "logs" / f"{C.student_key('bob')}__hw.log").read_text()
+    assert "NOT YET merge_pair" not in log                # the graded check cell is not run in the sandbox
 
 
 def test_grade_is_resumable(graded):
     out = graded["out"]
     (out / "results" / "bob.json").unlink()                        # as if the run had stopped before bob
     before = (out / "results" / "alice.json").stat().st_mtime_ns
-    status, stdout, _ = run_cli("classroom", "grade", graded["d"] / "subs", "--out", out, "--assignment", graded["d"] / "assignment",
-                                "--timeout", 1, "--quiet")
+    seed = json.loads((out / "run.json").read_text())["seed"]
+    status, stdout, _ = run_cli("classroom", "grade", graded["d"] / "subs", "--out", out, "--assignment", graded["A"], "--timeout", 1, "--quiet")
     assert status == 0 and "graded 1 student(s), skipped 7" in stdout
-    assert (out / "results" / "alice.json").stat().st_mtime_ns == before
+    assert (out / "results" / "alice.json").stat().st_mtime_ns == before and json.loads((out / "run.json").read_text())["seed"] == seed
     assert ("bob", "0.5") in [(r["student"], r["points"]) for r in csv.DictReader(open(out / "grades.csv"))]
 
 
 def test_interrupted_run_keeps_finished_students(tmp_path, monkeypatch):
-    S = tmp_path / "subs"
+    A, S = assignment(tmp_path), tmp_path / "subs"
     for s in ("ann", "ben", "cid"): write(S / s / "hw.ipynb", nb(RIGHT, "check(merge_pair)"))
     real = C.grade_student
     def stop_at_ben(student, *a, **k):
         if student == "ben": raise KeyboardInterrupt
         return real(student, *a, **k)
     monkeypatch.setattr(C, "grade_student", stop_at_ben)
-    with pytest.raises(KeyboardInterrupt): C.grade(S, tmp_path / "out", timeout=2, progress=False)
+    with pytest.raises(KeyboardInterrupt): C.grade(S, tmp_path / "out", A, timeout=2, progress=False)
     assert sorted(p.stem for p in (tmp_path / "out" / "results").glob("*.json")) == ["ann"]
     assert [r["student"] for r in csv.DictReader(open(tmp_path / "out" / "grades.csv"))] == ["ann"]
     monkeypatch.setattr(C, "grade_student", real)
-    r = C.grade(S, tmp_path / "out", timeout=2, progress=False)
+    r = C.grade(S, tmp_path / "out", A, timeout=2, progress=False)
     assert r.skipped == ["ann"] and sorted(r.graded) == ["ben", "cid"] and r.totals == {"ann": (1, 1), "ben": (1, 1), "cid": (1, 1)}
-    # a changed submission is regraded; --force regrades everyone
+    # a changed submission is regraded; force=True draws a new seed and regrades everyone
     write(S / "cid" / "hw.ipynb", nb(WRONG, "check(merge_pair)"))
-    r = C.grade(S, tmp_path / "out", timeout=2, progress=False)
+    r = C.grade(S, tmp_path / "out", A, timeout=2, progress=False)
     assert r.graded == ["cid"] and r.totals["cid"] == (0.5, 1)
+    seed = r.seed
+    assert C.grade(S, tmp_path / "out", A, timeout=2, progress=False, force=True).seed != seed
 
 
-def test_patched_checker_and_output_inside_submissions(tmp_path):
-    S = tmp_path / "subs"
+def test_default_assignment_is_the_whole_course(tmp_path):
+    "Without --assignment a student is graded on every exercise notebook of the course: missing ones count 0."
+    write(tmp_path / "subs" / "ann" / "ex02_tokenization.ipynb", nb(RIGHT))
+    r = C.grade(tmp_path / "subs", tmp_path / "out", timeout=2, progress=False)
+    best = sum(e.points for e in C.list_exercises())
+    assert r.totals["ann"][1] == best and r.totals["ann"][0] == C.EXERCISES["merge_pair"].points
+
+
+def test_reference_use_and_output_inside_submissions(tmp_path):
+    A, S = assignment(tmp_path), tmp_path / "subs"
     cheat = "import llm_course.exercises as X\nX.EXERCISES['merge_pair'].reference = merge_pair"
     write(S / "mallory" / "hw.ipynb", nb(WRONG, cheat, "check(merge_pair)"))
     (S / "mallory" / "data.csv").write_text("a\n1\n")                   # a data file next to the notebook is no problem
-    r = C.grade(S, S / "graded", timeout=2, progress=False)               # the output folder inside is not a student
-    assert r.totals == {"mallory": (0.5, 1)}
+    r = C.grade(S, S / "graded", A, timeout=30, progress=False)           # the output folder inside is not a student
+    assert r.totals == {"mallory": (0, 1)}
     text = (S / "graded" / "feedback" / "mallory.md").read_text()
-    assert "the last token is dropped" in text and "not a Jupyter notebook" not in text and "data.csv" not in text
+    assert "cell 2 reads the course's exercise registry (it holds the answers) (`EXERCISES`)" in text and "data.csv" not in text
 
 
 def test_hard_limit_kills_a_notebook_that_ignores_the_alarm(tmp_path):
+    from llm_course.autograde import run_submission
     p = write(tmp_path / "hw.ipynb", nb(RIGHT, "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass"))
     t0 = time.time()
-    r = C.run_notebook(p, ["merge_pair"], timeout=1, startup=4)
+    r = run_submission(p, ["merge_pair"], seed=1, timeout=1, startup=4)
     assert time.time() - t0 < 120                  # it stops (an endless loop otherwise); generous for a loaded machine
-    assert "the notebook was stopped after 7 s, in cell 2" in r["errors"][0] and r["exercises"][0]["points"] == 0
+    assert "the notebook was stopped: no answer in time in cell 2" in r["errors"][-1] and r["answers"]["merge_pair"] is None
+
+
+def _runs():
+    "Processes of sandboxed runs (their environment carries a run token)."
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"LLM_COURSE_RUN=" in (d / "environ").read_bytes(): out.append(int(d.name))
+        except OSError: pass
+    return out
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_child_stops_when_the_grader_is_killed(tmp_path):
-    import os, signal, subprocess, sys
-    p = write(tmp_path / "hw.ipynb", nb("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass"))
-    grader = subprocess.Popen([sys.executable, "-c", f"from llm_course.classroom import run_notebook; run_notebook({str(p)!r}, [], timeout=300)"])
-    def children():
-        out = []
-        for d in Path("/proc").iterdir():
-            try:
-                if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == grader.pid and \
-                   b"_child_main" in (d / "cmdline").read_bytes(): out.append(int(d.name))
-            except (OSError, IndexError, ValueError): pass
-        return out
+def test_killed_grader_leaves_nothing_and_resumes(tmp_path):
+    A, S, out = assignment(tmp_path), tmp_path / "subs", tmp_path / "out"
+    write(S / "ann" / "hw.ipynb", nb(RIGHT))
+    write(S / "bob" / "hw.ipynb", nb(RIGHT, "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)\n"
+                                       "import time\nwhile True: time.sleep(0.1)"))
+    cmd = [str(Path(sys.executable).parent / "llm-course"), "classroom", "grade", str(S), "--out", str(out), "--assignment", str(A),
+           "--timeout", "60", "--quiet"]
+    grader = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()
-    while not children() and time.time() - t0 < 20: time.sleep(0.2)
-    kids = children(); assert kids, "the grader never started its child process"
-    time.sleep(1); os.kill(grader.pid, signal.SIGKILL); grader.wait()
+    while not (out / "results" / "ann.json").exists() and time.time() - t0 < 120: time.sleep(0.2)
+    while not _runs() and time.time() - t0 < 120: time.sleep(0.2)                # bob's run has started
+    assert _runs(), "bob's run never started"
+    os.kill(grader.pid, signal.SIGKILL); grader.wait()
     t0 = time.time()
-    while any(Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] for k in kids) \
-          and time.time() - t0 < 10: time.sleep(0.2)
-    stopped = time.time() - t0 < 10
-    for k in kids:                                   # tidy up if it failed
-        try: os.kill(k, signal.SIGKILL)
-        except ProcessLookupError: pass
-    assert stopped, "the orphaned child kept running"
+    while _runs() and time.time() - t0 < 20: time.sleep(0.2)
+    left = _runs()
+    for pid in left: os.kill(pid, signal.SIGKILL)
+    assert not left, "processes of the killed grader's run survived"
+    seed = json.loads((out / "run.json").read_text())["seed"]
+    write(S / "bob" / "hw.ipynb", nb(WRONG))                                        # bob hands in a finished version
+    r = C.grade(S, out, A, timeout=60, progress=False)
+    assert r.skipped == ["ann"] and r.graded == ["bob"] and r.seed == seed and r.totals == {"ann": (1, 1), "bob": (0.5, 1)}
+
+
+def test_fallback_modes_warn_and_still_grade(tmp_path):
+    from llm_course import sandbox as X
+    A, S = assignment(tmp_path), tmp_path / "subs"
+    write(S / "ann" / "hw.ipynb", nb(RIGHT))
+    X.sandbox_mode.cache_clear()
+    try:
+        with pytest.warns(X.SandboxWarning, match="SANDBOX REDUCED to 'none'.*install bubblewrap"): X.sandbox_mode("none")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", X.SandboxWarning)
+            assert C.grade(S, tmp_path / "out", A, timeout=5, progress=False, sandbox="none").totals == {"ann": (1, 1)}
+    finally: X.sandbox_mode.cache_clear()
 
 
 def test_bad_submissions_folder(tmp_path):
