@@ -56,13 +56,14 @@ def _f1_variant(average="macro", labels_from=None):
 register(Exercise(
     name="macro_f1", lesson="07", notebook="ex07_evaluation", kind="build",
     section="07_evaluation: Averages over classes", title="Macro-averaged F1",
-    task="Return the macro-averaged F1 of two lists of labels: F1 = 2TP / (2TP + FP + FN) per class, over every class that "
-         "occurs in `y_true` or `y_pred` (a class with no true and no predicted example would give 0/0: count it as 0), "
-         "then the plain mean over classes. The checker compares with `sklearn.metrics.f1_score(average='macro')`.",
+    task="Return the macro-averaged F1 of two lists of labels: F1 = 2TP / (2TP + FP + FN) per class, over every "
+         "class that occurs in `y_true` or `y_pred` (a class with no true and no predicted example would give 0/0: "
+         "count it as 0), then the plain mean over classes. The checker compares with "
+         "`sklearn.metrics.f1_score(average='macro')`.",
     signature='def macro_f1(y_true: list, y_pred: list) -> float:\n'
               '    "Unweighted mean over classes of F1 = 2TP / (2TP + FP + FN)."',
-    hint="loop over sorted(set(y_true) | set(y_pred)); count TP, FP, FN for each class; a class whose 2TP + FP + FN is 0 "
-         "scores 0; average without weights.",
+    hint="loop over sorted(set(y_true) | set(y_pred)); count TP, FP, FN for each class; a class whose 2TP + FP + FN "
+         "is 0 scores 0; average without weights.",
     cases=_f1_cases, reference=_f1_ref,
     mistakes={"micro-averaging (over all examples it equals accuracy), not macro": _f1_variant("micro"),
               "each class weighted by its support (that is average='weighted')": _f1_variant("weighted"),
@@ -107,8 +108,8 @@ def _ece_with(unweighted=False, true_class=False, floor_bins=False):
 register(Exercise(
     name="expected_calibration_error", lesson="07", notebook="ex07_evaluation", kind="build",
     section="07_evaluation: Calibration: does 90% sure mean 90% right?", title="Expected calibration error (ECE)",
-    task="Split [0, 1] into `n_bins` equal bins, bin m holding confidences in (m/M, (m+1)/M] (a confidence of 0 goes to the "
-         "first bin). The confidence of an example is its top probability. ECE = sum over non-empty bins of "
+    task="Split [0, 1] into `n_bins` equal bins, bin m holding confidences in (m/M, (m+1)/M] (a confidence of 0 goes "
+         "to the first bin). The confidence of an example is its top probability. ECE = sum over non-empty bins of "
          "(bin size / n) * |accuracy in the bin - mean confidence in the bin|. The checker compares with "
          "`llm_course.evaluation.expected_calibration_error`.",
     signature='def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:\n'
@@ -142,17 +143,21 @@ def _boot_verify(case, answer) -> str | None:
     if got is None: return f"the answer should be a number (high - low), got {type(answer).__name__}"
     if abs(got - truth) <= 0.15 * truth: return None
     se = math.sqrt(0.85 * 0.15 / 400)
-    return (f"the measured width is {truth:.4f} (2,000 resamples), you predicted {got:.4g}. Each resample's accuracy varies "
-            f"with standard error sqrt(0.85 * 0.15 / 400) = {se:.4f}; a 95% interval spans about 1.96 standard errors on "
-            f"each side, so its width is about 2 * 1.96 * {se:.4f} = {2 * 1.96 * se:.4f}. Note how wide that is: two models "
+    return (f"the measured width is {truth:.4f} (2,000 resamples), you predicted {got:.4g}. Each resample's accuracy "
+            "varies "
+            f"with standard error sqrt(0.85 * 0.15 / 400) = {se:.4f}; a 95% interval spans about 1.96 standard "
+            "errors on "
+            f"each side, so its width is about 2 * 1.96 * {se:.4f} = {2 * 1.96 * se:.4f}. Note how wide that is: two "
+            "models "
             f"1 or 2 points apart on 400 examples cannot be told apart this way")
 
 register(Exercise(
     name="bootstrap_width", lesson="07", notebook="ex07_evaluation", kind="predict",
-    section="07_evaluation: How sure is the score? Bootstrap confidence intervals", title="Predict the width of a bootstrap interval",
-    task="A classifier is right on 340 of 400 test examples (accuracy 0.85). Before running `bootstrap_ci`, predict the "
-         "width (high - low) of the 95% percentile bootstrap interval of its accuracy. Within 15% of the measured width "
-         "(2,000 resamples) counts as right.",
+    section="07_evaluation: How sure is the score? Bootstrap confidence intervals", title="Predict the width of a "
+                                                                                          "bootstrap interval",
+    task="A classifier is right on 340 of 400 test examples (accuracy 0.85). Before running `bootstrap_ci`, predict "
+         "the width (high - low) of the 95% percentile bootstrap interval of its accuracy. Within 15% of the "
+         "measured width (2,000 resamples) counts as right.",
     signature="bootstrap_width = ...  # a number: high - low of the 95% interval",
     hint="the accuracy of a resample is a mean of 400 zeros and ones: what is its standard error, and how many of them "
          "does a 95% interval span?",
@@ -167,7 +172,8 @@ def _diff_cases(seed: int) -> list:
     "Two models that agree on most examples (correlated errors), and two less alike."
     rng = np.random.default_rng(seed)
     out = []
-    for n, share, label in ((500, 0.9, "500 examples, the models agree on 90% of them"), (300, 0.6, "300 examples, agreeing on 60%")):
+    for n, share, label in ((500, 0.9, "500 examples, the models agree on 90% of them"), (300, 0.6, "300 examples, "
+                                                                                                    "agreeing on 60%")):
         y = rng.integers(0, 3, n)
         a = np.where(rng.random(n) < 0.8, y, (y + 1) % 3)
         b = np.where(rng.random(n) < share, a, np.where(rng.random(n) < 0.75, y, (y + 2) % 3))
@@ -196,8 +202,8 @@ def _diff_verify(case, answer) -> str | None:
     if abs((g_lo + g_hi) / 2 - (lo + hi) / 2) <= 0.25 * w and abs(gw - w) <= 0.1 * w: return None
     u_lo, u_hi = _diff_ref_cached(key, paired=False)
     n_lo, n_hi = _diff_ref_cached(key, level=0.9)
-    why = ("the two models are resampled independently: their shared hard examples no longer cancel, so the interval is too wide. "
-           "Draw one set of indices per resample and score both models on it" if gw > 1.3 * w and abs(gw - (u_hi - u_lo)) <= 0.15 * (u_hi - u_lo) else
+    why = ("the two models are resampled independently: their shared hard examples no longer cancel, so the interval "
+           "is too wide. Draw one set of indices per resample and score both models on it" if gw > 1.3 * w and abs(gw - (u_hi - u_lo)) <= 0.15 * (u_hi - u_lo) else
            "the width is that of a 90% interval: the 95% one runs from the 2.5th to the 97.5th percentile"
            if abs(gw - (n_hi - n_lo)) <= 0.06 * (n_hi - n_lo) else "")
     return f"the interval is ({g_lo:+.4f}, {g_hi:+.4f}), the paired 95% interval is ({lo:+.4f}, {hi:+.4f})" + (f": {why}" if why else "")
@@ -213,13 +219,16 @@ def _diff_planted(y_true, pred_a, pred_b, n_boot=2000, seed=0):
 register(Exercise(
     name="diff_interval", lesson="07", notebook="ex07_evaluation", kind="debug",
     section="07_evaluation: Is model A better than model B? Paired tests", title="Fix a bootstrap of a difference",
-    task="`diff_interval` should return the 95% percentile bootstrap interval `(low, high)` of accuracy(A) - accuracy(B), "
-         "both models scored on the same test set. It has two bugs: one makes the interval far too wide when the models "
-         "make the same mistakes, the other gives the wrong coverage. Fix both. The checker compares with the course's "
-         "`paired_bootstrap` run with 10,000 resamples (centre within a quarter of the width, width within 10%).",
-    signature='def diff_interval(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple:\n'
+    task="`diff_interval` should return the 95% percentile bootstrap interval `(low, high)` of accuracy(A) - "
+         "accuracy(B), both models scored on the same test set. It has two bugs: one makes the interval far too wide "
+         "when the models make the same mistakes, the other gives the wrong coverage. Fix both. The checker compares "
+         "with the course's `paired_bootstrap` run with 10,000 resamples (centre within a quarter of the width, "
+         "width within 10%).",
+    signature='def diff_interval(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_boot: int = 2000, '
+              'seed: int = 0) -> tuple:\n'
               '    "95% paired bootstrap interval (low, high) of accuracy(A) - accuracy(B)."',
-    hint="one `idx = rng.integers(0, n, n)` per resample, used for y_true, pred_a and pred_b alike; the 2.5th and 97.5th percentiles.",
+    hint="one `idx = rng.integers(0, n, n)` per resample, used for y_true, pred_a and pred_b alike; the 2.5th and "
+         "97.5th percentiles.",
     cases=_diff_cases, verify=_diff_verify,
     mistakes={"independent resamples for A and B, and a 90% interval (the function as given)": _diff_planted},
     forbidden=("llm_course.evaluation:paired_bootstrap", "llm_course.evaluation:bootstrap_ci"), timeout=30))
@@ -241,8 +250,10 @@ def _count_verify(case, answer) -> str | None:
     truth, got = _peft_trainable(), _num(answer)
     if got is None: return f"the answer should be a number of parameters, got {type(answer).__name__}"
     if got == truth: return None
-    return (f"peft counts {truth:,} trainable parameters, you predicted {got:,.0f}. A LoRA layer of rank r on a Linear(d_in, "
-            f"d_out) trains r * (d_in + d_out) numbers (A is r x d_in, B is d_out x r). 'dense' matches every module whose "
+    return (f"peft counts {truth:,} trainable parameters, you predicted {got:,.0f}. A LoRA layer of rank r on a "
+            "Linear(d_in, "
+            "d_out) trains r * (d_in + d_out) numbers (A is r x d_in, B is d_out x r). 'dense' matches every module "
+            "whose "
             f"name ends in '.dense': in each of the 6 layers the attention output (384 -> 384), the intermediate "
             f"(384 -> 1536) and the output (1536 -> 384) projections, and the pooler's dense layer (384 -> 384)")
 
@@ -250,13 +261,13 @@ _r = LORA_COUNT_CONFIG["r"]
 register(Exercise(
     name="lora_trainable", lesson="08", notebook="ex08_lora", kind="predict",
     section="08_peft: Putting LoRA into a model", title="Predict the trainable parameters of a LoRA config",
-    task="all-MiniLM-L6-v2 is a `BertModel` with 6 layers, hidden size 384 and intermediate size 1536 (and a pooler). Predict "
-         "the number of trainable parameters `peft` reports after `get_peft_model(model, LoraConfig(r=4, lora_alpha=8, "
-         "target_modules=['query', 'value', 'dense']))`. peft matches a target name against the end of each module's "
-         "dotted name. The count must be exact.",
+    task="all-MiniLM-L6-v2 is a `BertModel` with 6 layers, hidden size 384 and intermediate size 1536 (and a "
+         "pooler). Predict the number of trainable parameters `peft` reports after `get_peft_model(model, "
+         "LoraConfig(r=4, lora_alpha=8, target_modules=['query', 'value', 'dense']))`. peft matches a target name "
+         "against the end of each module's dotted name. The count must be exact.",
     signature="lora_trainable = ...  # an integer",
-    hint="list the modules whose name ends in 'query', 'value' or 'dense' (`[n for n, m in model.named_modules()]`); each "
-         "gets r * (in_features + out_features) parameters.",
+    hint="list the modules whose name ends in 'query', 'value' or 'dense' (`[n for n, m in model.named_modules()]`); "
+         "each gets r * (in_features + out_features) parameters.",
     cases=lambda seed: [Case("peft's trainable-parameter count for the config")], verify=_count_verify,
     mistakes={"only the attention output's 'dense' counted (the feed-forward and pooler ones match too)": lambda: 6 * _r * 3 * 768,
               "the pooler's dense layer is left out (it ends in '.dense' too)": lambda: 6 * _r * (3 * 768 + 2 * 1920),
@@ -292,10 +303,11 @@ def _merge_with(scaling=lambda a, r: a / r, sign=1, transpose=False):
 register(Exercise(
     name="merged_weight", lesson="08", notebook="ex08_lora", kind="build",
     section="08_peft: Merging: no extra cost at inference", title="Merge a LoRA update into its base weight",
-    task="A LoRA layer computes base(x) + (x Aᵀ Bᵀ) · lora_alpha / r with `lora_A` (r, d_in) and `lora_B` (d_out, r). Return "
-         "the single weight (d_out, d_in) that gives the same outputs, without changing `weight` in place. The checker "
-         "compares with `llm_course.lora.LoRALinear.merge`.",
-    signature='def merged_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, lora_alpha: float) -> torch.Tensor:\n'
+    task="A LoRA layer computes base(x) + (x Aᵀ Bᵀ) · lora_alpha / r with `lora_A` (r, d_in) and `lora_B` (d_out, "
+         "r). Return the single weight (d_out, d_in) that gives the same outputs, without changing `weight` in "
+         "place. The checker compares with `llm_course.lora.LoRALinear.merge`.",
+    signature='def merged_weight(weight: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, lora_alpha: '
+              'float) -> torch.Tensor:\n'
               '    "W + (lora_alpha / r) B A, a new tensor."',
     hint="x Aᵀ Bᵀ = x (B A)ᵀ, and a Linear computes x Wᵀ: so the update to W is (B A) scaled by lora_alpha / r, "
          "with r = lora_A.shape[0]. `weight + ...` makes a new tensor; `weight += ...` changes the input.",
@@ -361,13 +373,14 @@ def _rank_verify(case, answer) -> str | None:
 register(Exercise(
     name="rank_sweep", lesson="08", notebook="ex08_lora", kind="ablate", scales=True,
     section="08_peft: The experiment: MiniLM on BBC topics and tweet sentiment", title="Ablate the rank of LoRA",
-    task="Run `rank_run(r)` (from `llm_course.exercise_sets.adaptation`: the course GPT adapted to tweets with LoRA of rank r "
-         "on its attention, lora_alpha 16, held-out loss) for r = None (no adaptation: the base model), 1, 4 and 16. Return "
-         "`{\"table\": {\"base\": loss, \"r=1\": loss, \"r=4\": loss, \"r=16\": loss}, \"conclusion\": key}` where key is the "
-         "rank with the lowest held-out loss (\"r=1\", \"r=4\" or \"r=16\"; within 0.01 nats of the best counts as a tie). "
-         "At the `gpu` profile the best rank must beat the base model by 0.8 nats.",
+    task="Run `rank_run(r)` (from `llm_course.exercise_sets.adaptation`: the course GPT adapted to tweets with LoRA "
+         "of rank r on its attention, lora_alpha 16, held-out loss) for r = None (no adaptation: the base model), 1, "
+         "4 and 16. Return `{\"table\": {\"base\": loss, \"r=1\": loss, \"r=4\": loss, \"r=16\": loss}, "
+         "\"conclusion\": key}` where key is the rank with the lowest held-out loss (\"r=1\", \"r=4\" or \"r=16\"; "
+         "within 0.01 nats of the best counts as a tie). At the `gpu` profile the best rank must beat the base model "
+         "by 0.8 nats.",
     signature='rank_sweep = {"table": {...}, "conclusion": ...}  # held-out losses and the best rank',
-    hint="`{'base': rank_run(None), **{f'r={r}': rank_run(r) for r in (1, 4, 16)}}`; with lora_alpha fixed, the update of a "
-         "rank-r adapter is scaled by 16 / r: does the extra capacity of r=16 pay at this budget?",
+    hint="`{'base': rank_run(None), **{f'r={r}': rank_run(r) for r in (1, 4, 16)}}`; with lora_alpha fixed, the "
+         "update of a rank-r adapter is scaled by 16 / r: does the extra capacity of r=16 pay at this budget?",
     cases=lambda seed: [Case("the rank sweep at the active profile")], verify=_rank_verify,
     timeout={"ci": 180, "cpu": 900, "gpu": 1800}[get_profile().name]))

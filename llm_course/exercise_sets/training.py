@@ -39,8 +39,10 @@ def _shows(name: str, seed: int = 0) -> list[str]:
 def _lr_cases(seed: int) -> list:
     "Fixed edges (no case where 0 is right, so a do-nothing answer scores 0) and random steps of a random schedule."
     out = [Case(f"step={s}, warmup_steps=10, max_steps=100", (s, 10, 100)) for s in (1, 5, 10, 11, 55, 99)]
-    out += [Case(f"step={s}, warmup_steps=10, max_steps=100, min_lr_ratio=0.1", (s, 10, 100, 0.1)) for s in (3, 40, 100, 200)]
-    out += [Case("step=0, warmup_steps=0, max_steps=50 (no warm-up)", (0, 0, 50)), Case("step=25, warmup_steps=0, max_steps=50", (25, 0, 50))]
+    out += [Case(f"step={s}, warmup_steps=10, max_steps=100, min_lr_ratio=0.1", (s, 10, 100, 0.1))
+            for s in (3, 40, 100, 200)]
+    out += [Case("step=0, warmup_steps=0, max_steps=50 (no warm-up)", (0, 0, 50)),
+            Case("step=25, warmup_steps=0, max_steps=50", (25, 0, 50))]
     g = _gen(seed)
     w, m = int(torch.randint(2, 20, (1,), generator=g)), int(torch.randint(40, 400, (1,), generator=g))
     return out + [Case(f"step={s}, warmup_steps={w}, max_steps={m}, min_lr_ratio=0.05", (s, w, m, 0.05))
@@ -63,13 +65,14 @@ def _lr_with(ahead=False, ignore_min=False, from_zero=False, clamp=True):
 register(Exercise(
     name="lr_factor", lesson="04", notebook="ex04_training", kind="build",
     section="04_training: The learning-rate schedule", title="Linear warm-up, then cosine decay",
-    task="Return the fraction of the peak learning rate at optimizer step `step` (from 0): a linear warm-up from 0 over "
-         "`warmup_steps` steps (step/warmup_steps), then a half cosine from 1 down to `min_lr_ratio` at `max_steps`, "
-         "staying there after. The checker compares with `llm_course.training.lr_factor`.",
+    task="Return the fraction of the peak learning rate at optimizer step `step` (from 0): a linear warm-up from 0 "
+         "over `warmup_steps` steps (step/warmup_steps), then a half cosine from 1 down to `min_lr_ratio` at "
+         "`max_steps`, staying there after. The checker compares with `llm_course.training.lr_factor`.",
     signature='def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.0) -> float:\n'
               '    "Fraction of the peak learning rate at `step`: linear warm-up, then cosine down to `min_lr_ratio`."',
-    hint="during warm-up return step / warmup_steps; after it, progress = (step - warmup_steps) / (max_steps - warmup_steps), "
-         "clipped to 1, and the factor is min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * progress)) / 2.",
+    hint="during warm-up return step / warmup_steps; after it, progress = (step - warmup_steps) / (max_steps - "
+         "warmup_steps), clipped to 1, and the factor is min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * "
+         "progress)) / 2.",
     cases=_lr_cases, reference=_lr_ref,
     mistakes={"the warm-up is one step ahead ((step + 1) / warmup_steps)": _lr_with(ahead=True),
               "the cosine ignores min_lr_ratio (it must end at min_lr_ratio, not 0)": _lr_with(ignore_min=True),
@@ -99,10 +102,12 @@ def _init_loss_verify(case, answer) -> str | None:
            256.0: "256 is the perplexity e^loss of a uniform guess, not the loss",
            1 / 256: "1/256 is the probability a uniform guess gives each byte, not the loss -ln(p)"}
     named = next((w for v, w in why.items() if abs(got - v) <= 1e-3 * max(1.0, v)), None)
-    return (f"the measured loss at initialisation is {truth:.3f} nats, you predicted {got:.4g} (off by {got - truth:+.3f}). "
+    return (f"the measured loss at initialisation is {truth:.3f} nats, you predicted {got:.4g} (off by "
+            f"{got - truth:+.3f}). "
             + (named + ". " if named else "")
-            + f"At initialisation the weights are small (std 0.02), so the logits are all close to 0 and the softmax gives "
-              f"every one of the 256 bytes about the same probability: the loss is close to ln 256 = {math.log(256):.3f}.")
+            + "At initialisation the weights are small (std 0.02), so the logits are all close to 0 and the "
+              "softmax gives every one of the 256 bytes about the same probability: the loss is close to "
+              f"ln 256 = {math.log(256):.3f}.")
 
 register(Exercise(
     name="init_loss", lesson="04", notebook="ex04_training", kind="predict",
@@ -117,7 +122,8 @@ register(Exercise(
               "256 is the perplexity (e^loss), not the loss": lambda: 256.0}))
 
 # %% ../../nbs/95b_exercises_training.ipynb #7179f38f
-LOOP_SIZES = {"ci": dict(steps=60, bar=3.35), "cpu": dict(steps=150, bar=3.4), "gpu": dict(steps=2000, bar=1.8)}   # bar: the last 10 losses' mean
+LOOP_SIZES = {"ci": dict(steps=60, bar=3.35), "cpu": dict(steps=150, bar=3.4),     # bar: the last 10 losses' mean
+              "gpu": dict(steps=2000, bar=1.8)}
 
 def _byte_batches(p, steps: int, seed: int) -> list:
     "`steps` random batches of lesson 04's byte data (idx/targets) at profile `p`."
@@ -125,7 +131,8 @@ def _byte_batches(p, steps: int, seed: int) -> list:
     data = byte_lm_data(read_corpus(p.corpus_chars), p.block_size, style="gpt")
     g = _gen(seed)
     rows = [torch.randint(len(data), (p.batch_size,), generator=g).tolist() for _ in range(steps)]
-    return [dict(idx=torch.stack([data[i]["idx"] for i in r]), targets=torch.stack([data[i]["targets"] for i in r])) for r in rows]
+    stack = lambda r, key: torch.stack([data[i][key] for i in r])
+    return [dict(idx=stack(r, "idx"), targets=stack(r, "targets")) for r in rows]
 
 def _loop_case(seed: int) -> Case:
     "Our GPT at the profile's sizes over bytes, its batches and the profile's learning rate."
@@ -134,8 +141,9 @@ def _loop_case(seed: int) -> Case:
     torch.manual_seed(seed)
     model = GPT(GPTConfig.from_profile(p, vocab_size=256))
     model.case_seed = seed                     # lets the checker find its cached runs of this case
-    return Case(f"our GPT at the {p.name} profile ({p.n_layer} layers x {p.n_embd}), {LOOP_SIZES[p.name]['steps']} batches "
-                f"of {p.batch_size} x {p.block_size} bytes, lr={p.lr:g}", (model, _byte_batches(p, LOOP_SIZES[p.name]["steps"], seed), p.lr))
+    steps = LOOP_SIZES[p.name]["steps"]
+    return Case(f"our GPT at the {p.name} profile ({p.n_layer} layers x {p.n_embd}), {steps} batches of "
+                f"{p.batch_size} x {p.block_size} bytes, lr={p.lr:g}", (model, _byte_batches(p, steps, seed), p.lr))
 
 def _train_loop_ref(model, batches, lr, bug: str | None = None) -> list:
     "The fixed loop (or one with a usual bug): AdamW, one step per batch; the loss of every step."
@@ -164,27 +172,31 @@ def _train_loop_verify(case, answer) -> str | None:
     ref, bar = _loop_run(p.name, case.args[0].case_seed), LOOP_SIZES[p.name]["bar"]
     if not isinstance(answer, (list, tuple)) or not all(_num(x) is not None for x in answer):
         return "train_loop should return a list with the loss (a float, `loss.item()`) of every step"
-    if len(answer) != len(ref): return f"train_loop returned {len(answer)} losses for {len(ref)} batches: one step per batch"
+    if len(answer) != len(ref): return (f"train_loop returned {len(answer)} losses for {len(ref)} batches: one step "
+                                        "per batch")
     got = [float(x) for x in answer]
     if any(math.isnan(x) for x in got): return "some losses are NaN"
-    if abs(got[0] - ref[0]) > 1e-3: return f"the first loss is {got[0]:.4f}, expected {ref[0]:.4f}: compute the loss of each batch with the model as given"
+    if abs(got[0] - ref[0]) > 1e-3: return (f"the first loss is {got[0]:.4f}, expected {ref[0]:.4f}: compute the loss "
+                                            "of each batch with the model as given")
     if abs(_tail(got) - _tail(ref)) > 0.02 * _tail(ref):
-        for bug, text in (("zero_grad mid", "zero_grad runs between backward and step, so every step applies a zero gradient "
-                                            "and the loss stays where it started"),
-                          ("no zero_grad", "the gradients are never zeroed, so each step adds the new gradient to the sum "
-                                           "of all earlier ones and the updates follow stale directions")):
+        for bug, text in (("zero_grad mid", "zero_grad runs between backward and step, so every step applies a zero "
+                                            "gradient and the loss stays where it started"),
+                          ("no zero_grad", "the gradients are never zeroed, so each step adds the new gradient to "
+                                           "the sum of all earlier ones and the updates follow stale directions")):
             if abs(_tail(got) - _tail(_loop_run(p.name, case.args[0].case_seed, bug))) < 0.01 * _tail(ref): return f"this is a usual bug: {text}."
         return f"the mean of the last 10 losses is {_tail(got):.3f}, the fixed loop reaches {_tail(ref):.3f}"
-    if _tail(got) > bar: return f"the mean of the last 10 losses is {_tail(got):.3f}: a working loop gets below {bar} at the {p.name} profile"
+    if _tail(got) > bar: return (f"the mean of the last 10 losses is {_tail(got):.3f}: a working loop gets below "
+                                 f"{bar} at the {p.name} profile")
     return None
 
 register(Exercise(
     name="train_loop", lesson="04", notebook="ex04_training", kind="debug", scales=True,
     section="04_training: The loop", title="Fix a bare training loop",
-    task="`train_loop` should train `model` (our GPT: `model(idx=..., targets=...)` returns `(logits, loss)`) with AdamW at "
-         "learning rate `lr`, one optimizer step per batch, and return the loss of every step. As written, the loss never "
-         "moves. Fix it (the order of the three calls of a step matters). The checker runs it at the active profile's sizes "
-         "and compares with the fixed loop; the final loss must reach a bar only a working loop reaches.",
+    task="`train_loop` should train `model` (our GPT: `model(idx=..., targets=...)` returns `(logits, loss)`) with "
+         "AdamW at learning rate `lr`, one optimizer step per batch, and return the loss of every step. As written, "
+         "the loss never moves. Fix it (the order of the three calls of a step matters). The checker runs it at the "
+         "active profile's sizes and compares with the fixed loop; the final loss must reach a bar only a working "
+         "loop reaches.",
     signature='def train_loop(model, batches: list[dict], lr: float) -> list[float]:\n'
               '    "Train `model` with AdamW, one step per batch; the loss of every step."',
     hint="a step is: forward, `opt.zero_grad()`, `loss.backward()`, `opt.step()`. zero_grad clears the gradients "
@@ -231,11 +243,13 @@ def ablation_problem(answer, # the student's {"table": {...}, "conclusion": ...}
         return 'the answer should be a dict {"table": {...}, "conclusion": "..."}'
     got = answer["table"]
     if not isinstance(got, dict) or set(got) != set(table):
-        return f"the table should have the keys {sorted(table)}, got {sorted(got) if isinstance(got, dict) else type(got).__name__}"
+        return (f"the table should have the keys {sorted(table)}, got "
+                f"{sorted(got) if isinstance(got, dict) else type(got).__name__}")
     for k, v in table.items():
         g = _num(got[k])
         if g is None or not math.isfinite(g) or abs(g - v) > tol:
-            return f"the table's {k!r} entry is {got[k]!r}; the re-run at the {get_profile().name} profile gives {v:.4f} {unit}"
+            return (f"the table's {k!r} entry is {got[k]!r}; the re-run at the {get_profile().name} profile gives "
+                    f"{v:.4f} {unit}")
     c = answer["conclusion"]
     if c not in conclusions: return f"the conclusion should be one of {sorted(conclusions)}, got {c!r}"
     right = [k for k, holds in conclusions.items() if holds({k2: float(v2) for k2, v2 in got.items()})]
@@ -248,10 +262,11 @@ def _lr_sweep_verify(case, answer) -> str | None:
 register(Exercise(
     name="lr_sweep", lesson="04", notebook="ex04_training", kind="ablate",
     section="04_training: The configuration", title="Ablate the peak learning rate",
-    task="Run `lr_sweep_run(lr)` (from `llm_course.exercise_sets.training`: our GPT trained by `fit` on the byte data, "
-         "validation loss at the end) at three peak rates: the profile's `lr` / 30 ('small'), `lr` ('default') and "
-         "10 * `lr` ('large'). Return `{\"table\": {\"small\": loss, \"default\": loss, \"large\": loss}, \"conclusion\": "
-         "name}` where name is the rate with the lowest validation loss (a tie within 0.01 nats counts for both).",
+    task="Run `lr_sweep_run(lr)` (from `llm_course.exercise_sets.training`: our GPT trained by `fit` on the byte "
+         "data, validation loss at the end) at three peak rates: the profile's `lr` / 30 ('small'), `lr` ('default') "
+         "and 10 * `lr` ('large'). Return `{\"table\": {\"small\": loss, \"default\": loss, \"large\": loss}, "
+         "\"conclusion\": name}` where name is the rate with the lowest validation loss (a tie within 0.01 nats "
+         "counts for both).",
     signature='lr_sweep = {"table": {...}, "conclusion": ...}  # the three losses and the best rate',
     hint="`p = get_profile()`, then `lr_sweep_run(p.lr / 30)` and so on; read the table before naming the winner.",
     cases=lambda seed: [Case("the learning-rate sweep at the active profile")], verify=_lr_sweep_verify,
@@ -277,20 +292,27 @@ def _mask_verify(case, answer) -> str | None:
     if not (isinstance(answer, (tuple, list)) and len(answer) == 2 and all(isinstance(t, torch.Tensor) for t in answer)):
         return "mask_tokens should return a tuple (corrupted ids, labels) of two tensors"
     out, labels = answer
-    if out.shape != ids.shape or labels.shape != ids.shape: return f"both tensors should have the input's shape {tuple(ids.shape)}"
+    if out.shape != ids.shape or labels.shape != ids.shape: return ("both tensors should have the input's shape "
+                                                                    f"{tuple(ids.shape)}")
     chosen = labels != -100
     n_el = int((~torch.isin(ids, torch.tensor([*kw["special_ids"], MASK]))).sum())
-    if chosen.sum() == 0: return "no token was chosen (every label is -100): choose each ordinary token with probability mlm_probability"
-    if not torch.equal(labels[chosen], ids[chosen]): return "a chosen token's label must be its original id (-100 everywhere else)"
-    if torch.isin(ids[chosen], torch.tensor([*kw["special_ids"], MASK])).any(): return "special tokens were chosen: special_ids are never masked"
+    if chosen.sum() == 0: return ("no token was chosen (every label is -100): choose each ordinary token with "
+                                  "probability mlm_probability")
+    if not torch.equal(labels[chosen], ids[chosen]): return ("a chosen token's label must be its original id (-100 "
+                                                             "everywhere else)")
+    if torch.isin(ids[chosen], torch.tensor([*kw["special_ids"], MASK])).any(): return ("special tokens were chosen: "
+                                                                                        "special_ids are never masked")
     if not torch.equal(out[~chosen], ids[~chosen]): return "tokens that were not chosen (label -100) were changed"
     k, share = int(chosen.sum()), float(chosen.sum()) / n_el
-    if abs(share - p) > 5 * math.sqrt(p * (1 - p) / n_el): return f"{share:.3f} of the ordinary tokens were chosen, expected about {p}"
+    if abs(share - p) > 5 * math.sqrt(p * (1 - p) / n_el): return (f"{share:.3f} of the ordinary tokens were chosen, "
+                                                                   f"expected about {p}")
     fr = [float(x.sum()) / k for x in ((out == MASK) & chosen, (out == ids) & chosen, (out != MASK) & (out != ids) & chosen)]
     se = 5 * math.sqrt(0.16 / k)
-    if fr[0] > 0.99: return "every chosen token became the mask token: 10% must become a random token and 10% stay as they are"
+    if fr[0] > 0.99: return ("every chosen token became the mask token: 10% must become a random token and 10% stay "
+                             "as they are")
     if abs(fr[0] - 0.8) > se or abs(fr[1] - 0.1) > 0.6 * se + 0.01 or abs(fr[2] - 0.1) > 0.6 * se + 0.01:
-        return f"of the chosen tokens {fr[0]:.2f} became the mask token, {fr[1]:.2f} stayed, {fr[2]:.2f} became another token: expected 0.80 / 0.10 / 0.10"
+        return (f"of the chosen tokens {fr[0]:.2f} became the mask token, {fr[1]:.2f} stayed, {fr[2]:.2f} became "
+                "another token: expected 0.80 / 0.10 / 0.10")
     rand = (out != MASK) & (out != ids) & chosen
     if (out[rand] < 0).any() or (out[rand] >= V).any() or torch.isin(out[rand], torch.tensor([*kw["special_ids"], MASK])).any():
         return "a random replacement must be an ordinary token id (below vocab_size, not special, not the mask token)"
@@ -300,7 +322,8 @@ def _mask_verify(case, answer) -> str | None:
 def _mask_all(input_ids, mask_token_id, vocab_size, special_ids=(), mlm_probability=0.15, generator=None):
     "A usual mistake: every chosen token becomes the mask token."
     ids, labels = input_ids.clone(), input_ids.clone()
-    chosen = (torch.rand(ids.shape, generator=generator) < mlm_probability) & ~torch.isin(ids, torch.tensor([*special_ids, mask_token_id]))
+    special = torch.tensor([*special_ids, mask_token_id])
+    chosen = (torch.rand(ids.shape, generator=generator) < mlm_probability) & ~torch.isin(ids, special)
     labels[~chosen] = -100; ids[chosen] = mask_token_id
     return ids, labels
 
@@ -312,11 +335,12 @@ def _mask_specials(input_ids, mask_token_id, vocab_size, special_ids=(), mlm_pro
 register(Exercise(
     name="mask_tokens", lesson="05", notebook="ex05_pretraining", kind="build",
     section="05_pretraining: The masked language-modelling objective", title="BERT's masking for masked-LM pretraining",
-    task="Choose each ordinary token (not in `special_ids`, not the mask token) with probability `mlm_probability`. Of the "
-         "chosen ones, replace 80% by `mask_token_id`, 10% by a random ordinary token, and keep 10%. Return "
-         "`(corrupted_ids, labels)`, labels being the original id where chosen and -100 elsewhere. The result is random, so "
-         "the checker tests its statistics (within 5 standard errors).",
-    signature='def mask_tokens(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int, special_ids=(), mlm_probability: float = 0.15,\n'
+    task="Choose each ordinary token (not in `special_ids`, not the mask token) with probability `mlm_probability`. "
+         "Of the chosen ones, replace 80% by `mask_token_id`, 10% by a random ordinary token, and keep 10%. Return "
+         "`(corrupted_ids, labels)`, labels being the original id where chosen and -100 elsewhere. The result is "
+         "random, so the checker tests its statistics (within 5 standard errors).",
+    signature='def mask_tokens(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int, special_ids=(), '
+              'mlm_probability: float = 0.15,\n'
               '                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:\n'
               '    "BERT masking: (corrupted ids, labels with -100 where not chosen)."',
     hint="draw one uniform number per token for 'chosen' (< p and not special), another for the 80/10/10 split; "
@@ -350,7 +374,8 @@ def _uniform_verify(case, answer) -> str | None:
     named = next((w for v, w in why.items() if abs(got - v) <= 1e-2 * v), None)
     return (f"the measured perplexity is {truth:.1f}, you predicted {got:.4g}. " + (named + ". " if named else "")
             + f"A model that spreads its probability evenly over the {V} tokens gives each one 1/{V}: the loss is "
-              f"ln {V} for every token, whatever the text, and the perplexity e^(ln {V}) = {V}: 'as unsure as a choice among {V}'.")
+              f"ln {V} for every token, whatever the text, and the perplexity e^(ln {V}) = {V}: 'as unsure as a "
+              f"choice among {V}'.")
 
 register(Exercise(
     name="uniform_perplexity", lesson="05", notebook="ex05_pretraining", kind="predict",
@@ -376,10 +401,12 @@ def _sample_cases(seed: int) -> list:
 
 def _sample_verify(case, answer) -> str | None:
     logits, T = case.args
-    if not isinstance(answer, torch.Tensor): return f"sample_next should return a tensor of token ids, got {type(answer).__name__}"
+    if not isinstance(answer, torch.Tensor): return ("sample_next should return a tensor of token ids, got "
+                                                     f"{type(answer).__name__}")
     ids = answer.reshape(-1)
     if ids.numel() != logits.shape[0]: return f"expected one id per row ({logits.shape[0]}), got {ids.numel()}"
-    if ids.is_floating_point() or (ids < 0).any() or (ids >= logits.shape[1]).any(): return "the ids must be integers in [0, V)"
+    if ids.is_floating_point() or (ids < 0).any() or (ids >= logits.shape[1]).any(): return ("the ids must be "
+                                                                                             "integers in [0, V)")
     if T == 0: return None if torch.equal(ids, logits.argmax(-1)) else "temperature 0 means greedy: the argmax of each row"
     freq = torch.bincount(ids, minlength=logits.shape[1]).float() / ids.numel()
     gap = lambda q: float((freq - q).abs().max())
@@ -387,7 +414,8 @@ def _sample_verify(case, answer) -> str | None:
     if gap((logits[0] * T).softmax(-1)) < 0.02:
         return (f"the frequencies follow softmax(z * T), not softmax(z / T): at T={T} sampling must be "
                 f"{'sharper' if T < 1 else 'flatter'} than at T=1, and multiplying does the opposite")
-    if gap(logits[0].softmax(-1)) < 0.02: return f"the temperature is ignored: the frequencies follow softmax(z), not softmax(z / {T})"
+    if gap(logits[0].softmax(-1)) < 0.02: return ("the temperature is ignored: the frequencies follow softmax(z), "
+                                                  f"not softmax(z / {T})")
     return f"the sampled frequencies differ from softmax(z / T) by up to {gap((logits[0] / T).softmax(-1)):.3f}"
 
 def _sample_times(logits, temperature=1.0, generator=None):
@@ -398,13 +426,15 @@ def _sample_times(logits, temperature=1.0, generator=None):
 register(Exercise(
     name="sample_next", lesson="05", notebook="ex05_pretraining", kind="debug",
     section="05_pretraining: Generation", title="Fix sampling with a temperature",
-    task="`sample_next` should draw one token id per row of `logits` (B, V) from softmax(logits / temperature), or take "
-         "the argmax when temperature is 0. Low temperatures should sharpen the distribution and high ones flatten it; "
-         "this one does the opposite. Fix it. The checker compares the frequencies of 20,000 draws with softmax(z / T) "
-         "(tolerance 0.02).",
-    signature='def sample_next(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:\n'
+    task="`sample_next` should draw one token id per row of `logits` (B, V) from softmax(logits / temperature), or "
+         "take the argmax when temperature is 0. Low temperatures should sharpen the distribution and high ones "
+         "flatten it; this one does the opposite. Fix it. The checker compares the frequencies of 20,000 draws with "
+         "softmax(z / T) (tolerance 0.02).",
+    signature='def sample_next(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = '
+              'None) -> torch.Tensor:\n'
               '    "One sampled token id per row; temperature 0 is greedy."',
-    hint="T < 1 must make the large logits count more: divide by T. Check it: at T = 0.5 the top token's share must grow.",
+    hint="T < 1 must make the large logits count more: divide by T. Check it: at T = 0.5 the top token's share must "
+         "grow.",
     cases=_sample_cases, verify=_sample_verify,
     mistakes={"the logits are multiplied by the temperature instead of divided": _sample_times},
     forbidden=("llm_course.pretraining:next_token", "llm_course.pretraining:generate", "llm_course.pretraining:generate_text")))
@@ -459,25 +489,33 @@ def _pretrain_verify(case, answer) -> str | None:
     got = [float(x) for x in answer]
     if any(math.isnan(x) for x in got): return "some losses are NaN"
     if abs(_tail(got) - _tail(ref)) > 0.02 * _tail(ref):
-        if _tail(got) > _tail(ref): return f"the mean of the last 10 losses is {_tail(got):.3f}, the fixed loop reaches {_tail(ref):.3f}"
+        if _tail(got) > _tail(ref): return (f"the mean of the last 10 losses is {_tail(got):.3f}, the fixed loop "
+                                            f"reaches {_tail(ref):.3f}")
         close = lambda shift: abs(_tail(got) - _tail(_pretrain_run(p.name, case.kwargs["seed"], shift))) < 0.02 * _tail(ref)
         which = ("the targets are the inputs themselves" if close(0) else
-                 "the targets are the previous tokens, which the model also sees" if close(-1) else "the targets leak into the inputs")
-        return (f"the loss falls to {_tail(got):.3f}, below the {_tail(ref):.3f} of the real next-token objective: {which}. "
+                 "the targets are the previous tokens, which the model also sees" if close(-1) else "the targets "
+                                                                                                    "leak into the "
+                                                                                                    "inputs")
+        return (f"the loss falls to {_tail(got):.3f}, below the {_tail(ref):.3f} of the real next-token objective: "
+                f"{which}. "
                 "A causal model can copy any token it sees; the target of position t must be the token at t + 1.")
-    if _tail(got) > bar: return f"the mean of the last 10 losses is {_tail(got):.3f}: a working loop gets below {bar} at the {p.name} profile"
+    if _tail(got) > bar: return (f"the mean of the last 10 losses is {_tail(got):.3f}: a working loop gets below "
+                                 f"{bar} at the {p.name} profile")
     return None
 
 register(Exercise(
     name="pretrain_gpt", lesson="05", notebook="ex05_pretraining", kind="debug", scales=True,
-    section="05_pretraining: The causal language-modelling objective", title="Fix a pretraining loop whose loss is too good",
-    task="`pretrain_gpt` trains our GPT on random windows of the token stream `ids` and returns the training loss of every "
-         "step. Its loss falls towards 0 within a few dozen steps, far below what any language model reaches on English. "
-         "Find the bug and fix it (keep the random draws as they are: `torch.randint(1, len(ids) - T - 1, ...)`). "
-         "The checker runs it at the profile's sizes and compares with the fixed loop.",
-    signature='def pretrain_gpt(model, ids: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int = 0) -> list[float]:\n'
+    section="05_pretraining: The causal language-modelling objective", title="Fix a pretraining loop whose loss is "
+                                                                             "too good",
+    task="`pretrain_gpt` trains our GPT on random windows of the token stream `ids` and returns the training loss of "
+         "every step. Its loss falls towards 0 within a few dozen steps, far below what any language model reaches "
+         "on English. Find the bug and fix it (keep the random draws as they are: `torch.randint(1, len(ids) - T - "
+         "1, ...)`). The checker runs it at the profile's sizes and compares with the fixed loop.",
+    signature='def pretrain_gpt(model, ids: torch.Tensor, steps: int, batch_size: int, lr: float, seed: int = 0) -> '
+              'list[float]:\n'
               '    "Train the GPT `model` on random windows of `ids`; the training loss of every step."',
-    hint="the target of position t is the token at t + 1 (`causal_lm_pair` in lesson 05); a causal model sees positions <= t.",
+    hint="the target of position t is the token at t + 1 (`causal_lm_pair` in lesson 05); a causal model sees "
+         "positions <= t.",
     cases=lambda seed: [_pretrain_case(seed)], verify=_pretrain_verify,
     mistakes={"the targets are the inputs (the model copies what it sees)":
                   lambda *args, seed=0: _pretrain_run(get_profile().name, seed, shift=0)},
@@ -508,8 +546,8 @@ register(Exercise(
          "`llm_course.assets.mean_pool`.",
     signature='def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:\n'
               '    "(B, H): the mean of each sequence\'s token vectors, padding ignored."',
-    hint="turn the mask into floats of shape (B, T, 1), multiply, sum over T (dim=1), and divide by the number of tokens "
-         "per row, clamped to at least a tiny number so that an empty row gives 0, not NaN.",
+    hint="turn the mask into floats of shape (B, T, 1), multiply, sum over T (dim=1), and divide by the number of "
+         "tokens per row, clamped to at least a tiny number so that an empty row gives 0, not NaN.",
     cases=_mean_pool_cases, reference=_mean_pool_ref,
     mistakes={"the mask is ignored (padding vectors are averaged in)": lambda hidden, mask: hidden.mean(1),
               "padding is zeroed but the sum is divided by the full length T instead of the number of real tokens":
@@ -545,9 +583,10 @@ register(Exercise(
     name="cross_entropy", lesson="06", notebook="ex06_heads", kind="build",
     section="06_heads: Losses", title="Cross-entropy with label smoothing and ignored positions",
     task="Return the mean cross-entropy of `logits` (N, K) against class ids `labels` (N,), where label -100 means "
-         "'no loss here' (not counted in the mean), and a share `label_smoothing` of the target is spread evenly over all "
-         "K classes. The checker compares with `torch.nn.functional.cross_entropy`.",
-    signature='def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:\n'
+         "'no loss here' (not counted in the mean), and a share `label_smoothing` of the target is spread evenly "
+         "over all K classes. The checker compares with `torch.nn.functional.cross_entropy`.",
+    signature='def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> '
+              'torch.Tensor:\n'
               '    "Mean label-smoothed cross-entropy over the positions whose label is not -100."',
     hint="use log_softmax (stable for large logits); keep the rows with labels != -100; per row the loss is "
          "(1 - eps) * -log p[y] + eps * mean over all K classes of -log p[k]; average over the kept rows.",
@@ -570,7 +609,8 @@ def _bert_case(seed: int) -> Case:
                            seq_classif_dropout=0.3, num_labels=3, pad_token_id=tok.pad_token_id, initializer_range=0.1)
     model = DistilBertForSequenceClassification(cfg).train()     # as a fine-tuning loop leaves it
     texts = _BERT_TEXTS + _BERT_TEXTS[::-1]
-    return Case("a small DistilBertForSequenceClassification (3 labels, in train mode) and 8 texts, each of 4 texts twice",
+    return Case("a small DistilBertForSequenceClassification (3 labels, in train mode) and 8 texts, each of 4 texts "
+                "twice",
                 (model, tok, texts))
 
 def _bert_ref(model, tokenizer, texts):
@@ -580,9 +620,11 @@ def _bert_ref(model, tokenizer, texts):
 
 def _bert_verify(case, answer) -> str | None:
     model, tok, texts = case.args
-    if not isinstance(answer, torch.Tensor): return f"predict_proba should return a tensor of probabilities, got {type(answer).__name__}"
+    if not isinstance(answer, torch.Tensor): return ("predict_proba should return a tensor of probabilities, got "
+                                                     f"{type(answer).__name__}")
     if tuple(answer.shape) != (len(texts), model.config.num_labels):
-        return (f"the probabilities have shape {tuple(answer.shape)}, expected ({len(texts)}, {model.config.num_labels}): one row per "
+        return (f"the probabilities have shape {tuple(answer.shape)}, expected ({len(texts)}, "
+                f"{model.config.num_labels}): one row per "
                 "text, one column per label of the model's own classifier (no second head on top)")
     twin = {t: texts.index(t) for t in texts}
     if any((answer[i] - answer[twin[t]]).abs().max() > 1e-5 for i, t in enumerate(texts)):
@@ -591,7 +633,8 @@ def _bert_verify(case, answer) -> str | None:
     ref = _bert_ref(*case.args)
     if not torch.allclose(answer.float(), ref, atol=1e-5):
         if torch.allclose(answer.float().sum(-1), torch.ones(len(texts)), atol=1e-4):
-            return "the probabilities are not the model's: use the logits its own classification head returns (`.logits`), softmaxed"
+            return ("the probabilities are not the model's: use the logits its own classification head returns "
+                    "(`.logits`), softmaxed")
         return "each row should be a probability distribution: softmax of the model's logits over the last axis"
     return None
 
@@ -599,14 +642,15 @@ register(Exercise(
     name="predict_proba", lesson="06", notebook="ex06_heads", kind="debug",
     section="06_heads: The common path: `AutoModelForSequenceClassification`", title="Fix a BERT prediction function",
     task="`predict_proba` should return the class probabilities (N, K) that a fine-tuned "
-         "`DistilBertForSequenceClassification` gives `texts`. It carries four bugs from a popular fine-tuning tutorial: "
-         "it stacks a second (untrained) classifier on a model that has one, reads a pooled output DistilBERT does not "
-         "return, pads every batch to the tokenizer's maximum length, and predicts with the model in train mode. Fix all "
-         "four (the checker sees three of them; the fourth costs time, not correctness: say in a comment why).",
+         "`DistilBertForSequenceClassification` gives `texts`. It carries four bugs from a popular fine-tuning "
+         "tutorial: it stacks a second (untrained) classifier on a model that has one, reads a pooled output "
+         "DistilBERT does not return, pads every batch to the tokenizer's maximum length, and predicts with the "
+         "model in train mode. Fix all four (the checker sees three of them; the fourth costs time, not correctness: "
+         "say in a comment why).",
     signature='def predict_proba(model, tokenizer, texts: list[str]) -> torch.Tensor:\n'
               '    "Class probabilities (N, K) from a fine-tuned sequence classifier."',
-    hint="the model's output has `.logits` from its own head; `model.eval()` switches dropout off; `padding=True` pads to "
-         "the longest text in the batch, not to 512.",
+    hint="the model's output has `.logits` from its own head; `model.eval()` switches dropout off; `padding=True` "
+         "pads to the longest text in the batch, not to 512.",
     cases=lambda seed: [_bert_case(seed)], verify=_bert_verify,
     mistakes={"the model is left in train mode (dropout on)":
                   lambda model, tok, texts: model.train()(**tok(texts, padding=True, return_tensors="pt")).logits.softmax(-1)},
@@ -630,7 +674,8 @@ def _bbc_examples(profile_name: str) -> tuple:
         out = []
         for text, label in zip(data.texts, data.labels):
             ids = tok.encode(text[:600], allowed_special="none")[:T]
-            out.append(dict(input_ids=torch.tensor(ids + [pad] * (T - len(ids))), attention_mask=torch.tensor([1] * len(ids) + [0] * (T - len(ids))),
+            n = len(ids)
+            out.append(dict(input_ids=torch.tensor(ids + [pad] * (T - n)), attention_mask=torch.tensor([1] * n + [0] * (T - n)),
                             labels=torch.tensor(label)))
         return out
     return examples(s.train), examples(s.test), s.train.label_names
@@ -648,7 +693,8 @@ def freeze_run(method: str, # a key of `FREEZE_METHODS`: "head", "top 1" or "all
     torch.manual_seed(0)
     model = SequenceClassifier(load_checkpoint_model("encoder").encoder, len(names), pooling="mean", dropout=0.1)
     what, lr = FREEZE_METHODS[method]
-    finetune(model, Batches(train, bs, seed=0), train=what, lr=lr, head_lr=1e-2, max_steps=FREEZE_SIZES[p.name]["steps"], patience=None)
+    finetune(model, Batches(train, bs, seed=0), train=what, lr=lr, head_lr=1e-2, max_steps=FREEZE_SIZES[p.name]["steps"],
+             patience=None)
     return classification_metrics(model, Batches(test, 64, shuffle=False, drop_last=False))["macro_f1"]
 
 # %% ../../nbs/95b_exercises_training.ipynb #6192eafd
@@ -667,12 +713,14 @@ def _freeze_verify(case, answer) -> str | None:
 
 register(Exercise(
     name="freeze_sweep", lesson="06", notebook="ex06_heads", kind="ablate", scales=True,
-    section="06_heads: What to train: freezing, layer-wise learning rates, weight decay", title="Ablate what to unfreeze",
-    task="Run `freeze_run(method)` (from `llm_course.exercise_sets.training`: the course's pretrained encoder with a mean-"
-         "pooling head, fine-tuned on BBC topics by lesson 06's `finetune`, test macro-F1) for the three methods "
-         "`'head'` (backbone frozen), `'top 1'` (the top block and the head) and `'all'`. Return "
-         "`{\"table\": {method: macro_f1}, \"conclusion\": method}` naming the method with the best macro-F1 (within 0.02 "
-         "of the best counts as a tie). At the `gpu` profile the run is long enough that the best must reach 0.85.",
+    section="06_heads: What to train: freezing, layer-wise learning rates, weight decay", title="Ablate what to "
+                                                                                                "unfreeze",
+    task="Run `freeze_run(method)` (from `llm_course.exercise_sets.training`: the course's pretrained encoder with a "
+         "mean-pooling head, fine-tuned on BBC topics by lesson 06's `finetune`, test macro-F1) for the three "
+         "methods `'head'` (backbone frozen), `'top 1'` (the top block and the head) and `'all'`. Return "
+         "`{\"table\": {method: macro_f1}, \"conclusion\": method}` naming the method with the best macro-F1 (within "
+         "0.02 of the best counts as a tie). At the `gpu` profile the run is long enough that the best must reach "
+         "0.85.",
     signature='freeze_sweep = {"table": {...}, "conclusion": ...}  # macro-F1 per method and the best method',
     hint="`{m: freeze_run(m) for m in ('head', 'top 1', 'all')}`; then read the table: is the pretrained encoder's "
          "representation good enough as it is, or does the task need the backbone to move?",
