@@ -24,6 +24,8 @@ def test_three_or_more_per_lesson_and_every_kind():
     for lesson in ("09", "10", "11", "12"):
         assert sum(e.lesson == lesson for e in MINE) >= 3, lesson
     assert {e.kind for e in MINE} == {"build", "predict", "ablate", "debug"}
+    for lesson in ("09", "10", "12"):      # 11 has no sweep of its own (build, debug, predict)
+        assert {e.kind for e in MINE if e.lesson == lesson} == {"build", "predict", "ablate", "debug"}, lesson
     assert sorted(e.name for e in MINE if e.scales) == ["accumulation_sweep", "temperature_sweep"]
     assert {e.lesson for e in MINE if e.scales} == {"10", "12"}
 
@@ -75,11 +77,18 @@ def test_every_usual_mistake_is_recognised_and_named(ex):
         assert mistake in res.text(), (mistake, res.text())
 
 
-@pytest.mark.parametrize("name", ["word_logprob", "clip_scaled_grads", "oos_threshold"])
+BUGGY = {"word_logprob": A.WORD_LOGPROB_BUGGY, "clip_scaled_grads": A.CLIP_SCALED_BUGGY,
+         "oos_threshold": A.THRESHOLD_BUGGY, "zero_shot_logits": A.ZERO_SHOT_BUGGY}
+
+
+def test_every_debug_exercise_has_its_planted_bug():
+    assert sorted(BUGGY) == sorted(e.name for e in MINE if e.kind == "debug")
+
+
+@pytest.mark.parametrize("name", sorted(BUGGY))
 def test_the_planted_bug_earns_nothing_and_is_named(name):
     buggy = {}
-    exec({"word_logprob": A.WORD_LOGPROB_BUGGY, "clip_scaled_grads": A.CLIP_SCALED_BUGGY,
-          "oos_threshold": A.THRESHOLD_BUGGY}[name], {"torch": torch, "np": np}, buggy)
+    exec(BUGGY[name], {"torch": torch, "np": np}, buggy)
     res = get_exercise(name).run(buggy[name], seed=SEED)
     assert res.points == 0 and "planted bug" in res.text(), res.text()
 
@@ -125,7 +134,11 @@ def _threshold_midpoint(scores, keep=0.95):
 def _clip_loss_hf(logits):
     return hf_clip_loss(logits.T)          # HF takes logits_per_text
 
-OTHER_WAY = {"calibrate": _calibrate_logspace, "word_logprob": _word_logprob_loop, "absmax_quantize": _absmax_loop,
+def _zero_shot_by_norms(image_embeds, prompt_embeds):
+    mean = prompt_embeds.mean(1)
+    return (image_embeds @ mean.T) / mean.norm(dim=-1)
+
+OTHER_WAY = {"zero_shot_logits": _zero_shot_by_norms, "calibrate": _calibrate_logspace, "word_logprob": _word_logprob_loop, "absmax_quantize": _absmax_loop,
              "clip_scaled_grads": _clip_grads_torch, "ndcg_at_k": _ndcg_loop, "oos_threshold": _threshold_midpoint,
              "clip_loss": _clip_loss_hf}
 
@@ -156,7 +169,9 @@ def test_doing_nothing_earns_zero_and_never_crashes(ex):
         assert res.text()
 
 
-VALUES = {"prompt_choice": lambda: {p: max(s, key=s.get) for p, s in A.prompt_pair_scores().items()},
+VALUES = {"norm_sweep": lambda: {"table": A._norm_table(), "conclusion": max(
+              ("sum", "mean"), key=lambda n: A._norm_table()[f"{n}, 0-shot"] + A._norm_table()[f"{n}, 1-shot"])},
+          "prompt_choice": lambda: {p: max(s, key=s.get) for p, s in A.prompt_pair_scores().items()},
           "adamw_memory_mb": lambda: 16 * A.smollm2_parameters()["unique"] / 1e6 * 1.01,
           "random_ranking": lambda: {k: v * 1.05 for k, v in A.random_ranking_expectation().items()},
           "loss_floor": lambda: round(A._floor_truth(), 2),
@@ -209,7 +224,7 @@ def test_the_ci_bars_are_out_of_reach_untrained():
     valid = LMBlocks(pretraining_ids(tok, p.corpus_chars // 10, split="valid"), p.block_size)
     set_seed(0)
     untrained = valid_loss(GPT(GPTConfig.from_profile(p, vocab_size=tok.vocab_size)).eval(), valid, 32)
-    assert untrained > A.ACCUMULATION_BAR[p.name] > A.accumulation_table()["big"], untrained
+    assert untrained > A.accumulation_bar(p) > A.accumulation_table()["big"], untrained
     set_seed(0)
     acc = accuracy_on(make_clip("cnn", "bytes", profile=p, device="cpu"), split_digits(profile=p)["test"],
                       class_prompts(TRAIN_TEMPLATES))
