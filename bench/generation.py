@@ -11,6 +11,9 @@ width and depth with a context long enough for all 256 tokens (random weights) s
 
     OMP_NUM_THREADS=1 python bench/generation.py             # 64, 128, 256 new tokens, 5 rounds
     python bench/generation.py --quick                        # 64 new tokens, 2 rounds
+    python bench/generation.py --sweep 16,32,64,128,256,512   # also lesson 05's curve: speed-up against context length
+
+`--sweep` runs `llm_course.pretraining.kv_cache_speedups` (the function lesson 05 plots) with `--rounds` runs per setting.
 """
 import argparse, json, os, platform, statistics, time
 from pathlib import Path
@@ -19,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TRANSFORMER
 import torch
 
 from llm_course.core import get_profile, set_seed
-from llm_course.pretraining import generate, list_checkpoints, load_checkpoint_model
+from llm_course.pretraining import generate, kv_cache_speedups, list_checkpoints, load_checkpoint_model
 from llm_course.transformer import GPT, GPTConfig
 
 
@@ -43,6 +46,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="64 new tokens, 2 rounds")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--long-block", type=int, default=320, help="also time this context length (0: skip); 320 holds 8 + 256 tokens without a window shift")
+    ap.add_argument("--sweep", default="", help="comma-separated context lengths for the speed-up curve of lesson 05 (empty: skip)")
     args = ap.parse_args(argv)
     lengths, rounds = ([64], 2) if args.quick else ([64, 128, 256], args.rounds)
     rows, models = [], []
@@ -69,7 +73,13 @@ def main(argv=None):
     print("| model | new tokens | no cache (tok per CPU s) | KV cache (tok per CPU s) | speed-up (CPU time) | speed-up (wall) | same tokens |\n|---|---|---|---|---|---|---|")
     for r in rows: print(f"| block_size {r['block_size']} ({r['source']}) | {r['new_tokens']} | {r['no_cache_tok_cpu_s']:,.0f} | {r['cache_tok_cpu_s']:,.0f} | "
                          f"{r['speedup_cpu']:.2f}x | {r['speedup']:.2f}x | {r['same_tokens']} |")
-    out = dict(bench="generation", models=models,
+    sweep = []
+    if args.sweep:
+        sweep = kv_cache_speedups(GPTConfig.from_profile(get_profile("cpu")), [int(t) for t in args.sweep.split(",")], reps=rounds,
+                                  device=torch.device("cpu"))
+        print("| context (tokens generated) | KV cache (tok/s) | no cache (tok/s) | speed-up |\n|---|---|---|---|")
+        for r in sweep: print(f"| {r['context']} | {r['cache_tok_s']:,.0f} | {r['no_cache_tok_s']:,.0f} | {r['speedup']:.2f}x |")
+    out = dict(bench="generation", models=models, context_sweep=sweep,
                threads=torch.get_num_threads(), rounds=rounds, torch=torch.__version__, machine=f"{platform.machine()} {os.cpu_count()} cpus",
                load_avg=os.getloadavg(), when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), rows=rows)
     path = Path(__file__).parent / "results" / "generation.json"
