@@ -84,7 +84,8 @@ def _cmd_finetune(args) -> int:
     return 0
 
 def _cmd_predict(args) -> int:
-    from llm_course.heads import predict_csv
+    from llm_course.heads import predict_csv, read_csv
+    read_csv(args.input, need=("text",))   # a missing or broken input fails now, before the model loads
     r = predict_csv(args.model, args.input, args.output, batch_size=args.batch_size)
     print(f"wrote {r['rows']} predictions to {r['output']}" +
           (f"; against its label column: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}" if "accuracy" in r else ""))
@@ -111,7 +112,31 @@ def _add_finetune_commands(sub):
     s.add_argument("--input", required=True, help="CSV with a text column (a label column is kept as true_label and scored)")
     s.add_argument("--output", required=True, help="CSV to write: the input's columns plus label and score")
     s.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_predict)
+
+# %% ../nbs/90_cli.ipynb #0a461db8
+def _cmd_serve(args) -> int:
+    from llm_course.serving import Limits, serve_model
+    limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    serve_model(args.model, host=args.host, port=args.port, limits=limits, batching=not args.no_batching,
+                log_level="warning" if args.quiet else "info")
+    return 0
+
+def _add_serve_command(sub):
+    "The `serve` sub-command (lesson 11a)."
+    s = sub.add_parser("serve", help="serve a classifier saved by finetune over HTTP (FastAPI + uvicorn)")
+    s.add_argument("model", help="the folder written by llm-course finetune")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    s.add_argument("--max-chars", type=int, default=2000, help="characters per text")
+    s.add_argument("--max-batch", type=int, default=32, help="texts per model call")
+    s.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    s.add_argument("--no-batching", action="store_true", help="one model call per request")
+    s.add_argument("--quiet", action="store_true", help="log warnings only")
+    s.set_defaults(func=_cmd_serve)
+
 
 # %% ../nbs/90_cli.ipynb #5f0e32a2
 def _cmd_exercises(args) -> int:
@@ -196,13 +221,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nbs", help="folder of lessons")
     s.set_defaults(func=_cmd_run)
     _add_finetune_commands(sub)
+    _add_serve_command(sub)
     _add_classroom_commands(sub)
     return p
 
+def _quiet():
+    "Silence progress bars (tqdm, transformers' loading bars) for --quiet."
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = os.environ["TQDM_DISABLE"] = "1"
+    import transformers
+    transformers.utils.logging.disable_progress_bar(); transformers.utils.logging.set_verbosity_error()
+
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of `llm-course`; returns the exit status. Errors print one clear line, not a traceback."
+    "Entry point of `llm-course`; returns the exit status. Errors print one clear line, never a traceback."
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False): _quiet()
     try: return args.func(args)
+    except KeyboardInterrupt:
+        print(f"llm-course {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
         print(f"llm-course {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:   # anything else: still one line; LLM_COURSE_DEBUG=1 shows the traceback
+        if os.environ.get("LLM_COURSE_DEBUG"): raise
+        print(f"llm-course {args.command}: error: {type(e).__name__}: {e} (set LLM_COURSE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_serving.ipynb #de70fe26
 from __future__ import annotations
-import asyncio, json, socket, threading, time
+import asyncio, json, signal, socket, threading, time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -18,7 +18,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 # %% auto #0
 __all__ = ['Limits', 'request_model', 'describe_errors', 'RequestError', 'parse_json', 'read_body', 'MicroBatcher',
-           'PredictReply', 'create_app', 'run_in_thread', 'classifier_predict', 'serve_model', 'load_test']
+           'PredictReply', 'create_app', 'IdleClosingH11', 'run_in_thread', 'classifier_predict', 'serve_model',
+           'load_test']
 
 # %% ../nbs/11a_serving.ipynb #f0cd6a20
 @dataclass(frozen=True)
@@ -205,6 +206,16 @@ def create_app(predict: Callable[[list[str]], Sequence], # texts -> one JSON-rea
         return {"predictions": await batcher.submit(req.all_texts())}
     return app
 
+# %% ../nbs/11a_serving.ipynb #a11dc105
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+class IdleClosingH11(H11Protocol):
+    "uvicorn's HTTP/1.1 protocol, also closing a connection that sends nothing within `timeout_keep_alive` seconds."
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+
 # %% ../nbs/11a_serving.ipynb #0eae6d1f
 @contextmanager
 def run_in_thread(app, # an ASGI app, e.g. from `create_app`
@@ -216,7 +227,7 @@ def run_in_thread(app, # an ASGI app, e.g. from `create_app`
     import uvicorn
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); sock.bind((host, port))
-    options = dict(log_level="warning", timeout_keep_alive=5) | uvicorn_options
+    options = dict(log_level="warning", timeout_keep_alive=5, http=IdleClosingH11) | uvicorn_options
     server = uvicorn.Server(uvicorn.Config(app, **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True); thread.start()
     t0 = time.monotonic()
@@ -250,7 +261,14 @@ def serve_model(model_dir: str | Path, # a folder written by `llm-course finetun
     from llm_course.heads import load_classifier
     clf = load_classifier(model_dir)
     app = create_app(classifier_predict(clf), name=Path(model_dir).name, limits=limits, batching=batching)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=IdleClosingH11, timeout_keep_alive=5,
+                            limit_concurrency=1000, timeout_graceful_shutdown=10)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-sends the signal to the handler it found: make that
+    # handler a no-op, so that a requested stop ends the command normally (exit 0) instead of killing it
+    old = {s: signal.signal(s, lambda *a: None) for s in (signal.SIGINT, signal.SIGTERM)}
+    try: uvicorn.Server(config).run()
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
 
 # %% ../nbs/11a_serving.ipynb #6e1d39bf
 def load_test(url: str, # the endpoint, e.g. "http://127.0.0.1:8000/predict"
