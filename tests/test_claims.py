@@ -40,7 +40,8 @@ def test_claims_hold_fail_or_cannot_be_evaluated(tmp_path):
 
 def test_a_lesson_that_breaks_fails_every_claim(tmp_path):
     _lesson(tmp_path, "97_broken.ipynb", "x = 1", "1 / 0", "x = 2")
-    [r] = claims.check_lessons(["97"], "ci", {"97": [Claim("x is 1", "x == 1", "x")]}, nbs=tmp_path, log=lambda *a: None)
+    table = {"97": [Claim("x is 1", "x == 1", "x")]}
+    [r] = claims.check_lessons(["97"], "ci", table, nbs=tmp_path, log=lambda *a: None)
     assert "ZeroDivisionError" in r["error"] and "cell 2" in r["error"]
     assert r["claims"][0]["ok"] is False and not claims.passed([r])
 

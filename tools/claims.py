@@ -29,11 +29,13 @@ class Claim:
 CLAIMS: dict[str, list[Claim]] = {
     "03": [
         Claim("before training every token is about equally likely: the loss is close to ln(vocab_size)",
-              "abs(loss.item() - math.log(gpt_cfg.vocab_size)) < 0.1", "(round(loss.item(), 3), round(math.log(gpt_cfg.vocab_size), 3))"),
+              "abs(loss.item() - math.log(gpt_cfg.vocab_size)) < 0.1",
+              "(round(loss.item(), 3), round(math.log(gpt_cfg.vocab_size), 3))"),
     ],
     "04": [
         Claim("the GPT-2 demo run beats the byte frequencies (only the context can do that)",
-              "history.evals[-1]['loss'] < baselines['unigram']", "(round(history.evals[-1]['loss'], 3), round(baselines['unigram'], 3))"),
+              "history.evals[-1]['loss'] < baselines['unigram']",
+              "(round(history.evals[-1]['loss'], 3), round(baselines['unigram'], 3))"),
         Claim("our GPT, same loop and settings, beats the byte frequencies too",
               "h_gpt.evals[-1]['loss'] < byte_baselines(gpt_data[:-n_valid], gpt_data[-n_valid:])['unigram']",
               "round(h_gpt.evals[-1]['loss'], 3)"),
@@ -46,7 +48,8 @@ CLAIMS: dict[str, list[Claim]] = {
               "gpt_nll / gpt_tokens < uni", "(round(gpt_nll / gpt_tokens, 3), round(uni, 3))"),
         Claim("the shipped GPT checkpoint beats the unigram model", "gm['valid_loss'] < ckpt_uni",
               "(round(gm['valid_loss'], 3), round(ckpt_uni, 3))"),
-        Claim("the shipped encoder uses the context: with every scored position masked it beats unigram by > 2 standard errors",
+        Claim("the shipped encoder uses the context: with every scored position masked it beats unigram "
+              "by more than 2 standard errors",
               "ck_gain > 2 * ck_se", "(round(float(ck_gain), 3), round(float(ck_se), 3))"),
     ],
     "06": [
@@ -64,7 +67,8 @@ CLAIMS: dict[str, list[Claim]] = {
         Claim("on the tweets (cpu sizes) temperature scaling lowers the test ECE and keeps the predictions",
               "ece_after < ece_before and (probs_before.argmax(1) == probs_after.argmax(1)).all()",
               "(round(ece_before, 4), round(ece_after, 4), round(T, 3))"),
-        Claim("fitting T lowers the test NLL", "nll_after <= nll_before", "(round(nll_before, 4), round(nll_after, 4))"),
+        Claim("fitting T lowers the test NLL", "nll_after <= nll_before",
+              "(round(nll_before, 4), round(nll_after, 4))"),
         Claim("the mean of batch means is not the token-weighted perplexity",
               "abs(math.exp(np.mean(batch_means)) / perplexity(nll_sum, n_tok) - 1) > 1e-3",
               "(round(math.exp(np.mean(batch_means)), 3), round(perplexity(nll_sum, n_tok), 3))"),
@@ -79,9 +83,11 @@ CLAIMS: dict[str, list[Claim]] = {
               "growth['alpha / r'] < 0.5", "growth"),
     ],
     "09": [
-        Claim("contextual calibration helps: at the best k, calibrated macro-F1 is clearly above raw (interval above 0)",
+        Claim("contextual calibration helps: at the best k, calibrated macro-F1 is clearly above raw "
+              "(interval above 0)",
               "cal_vs_raw.low > 0", "str(cal_vs_raw)"),
-        Claim("the best few-shot setting is clearly above the majority class", "few_vs_base.low > 0", "str(few_vs_base)"),
+        Claim("the best few-shot setting is clearly above the majority class", "few_vs_base.low > 0",
+              "str(few_vs_base)"),
     ],
     "12": [
         Claim("zero-shot accuracy with the training templates' ensemble is above 0.8 (a real run: the prompts work)",
@@ -112,7 +118,8 @@ def _evaluate(claims: list[dict], ns: dict) -> list[dict]:
             r["value"] = repr(eval(c["value"], ns)) if c["value"] else ""
             r["ok"] = bool(eval(c["check"], ns))
         except Exception as e:
-            r["ok"], r["error"] = False, f"cannot evaluate: {type(e).__name__}: {e} (update tools/claims.py with the lesson)"
+            r["ok"] = False
+            r["error"] = f"cannot evaluate: {type(e).__name__}: {e} (update tools/claims.py with the lesson)"
         out.append(r)
     return out
 
@@ -135,7 +142,8 @@ def run_one(notebook: Path, claims: list[dict], save: Path | None = None) -> dic
     finally: os.chdir(cwd)
     seconds = time.time() - t0
     if save: write_nb(nb, save)
-    results = _evaluate(claims, shell.user_ns) if error is None else [dict(c, ok=False, error="the lesson did not run to the end") for c in claims]
+    if error is None: results = _evaluate(claims, shell.user_ns)
+    else: results = [dict(c, ok=False, error="the lesson did not run to the end") for c in claims]
     slowest = sorted(cells, key=lambda c: -c[1])[:5]
     return dict(notebook=notebook.name, profile=os.environ.get("LLM_COURSE_PROFILE"), seconds=round(seconds, 1),
                 error=error, claims=results, slowest_cells=slowest)
@@ -146,7 +154,8 @@ def run_one(notebook: Path, claims: list[dict], save: Path | None = None) -> dic
 def find_notebook(lesson: str, nbs: Path) -> Path:
     "The lesson notebook `NN_*.ipynb` in `nbs`."
     hits = sorted(nbs.glob(f"{lesson}_*.ipynb"))
-    if len(hits) != 1: raise SystemExit(f"claims: no single notebook {lesson}_*.ipynb in {nbs} (found {[h.name for h in hits]})")
+    if len(hits) != 1:
+        raise SystemExit(f"claims: no single notebook {lesson}_*.ipynb in {nbs} (found {[h.name for h in hits]})")
     return hits[0]
 
 
@@ -162,7 +171,8 @@ def check_lessons(lessons: list[str], profile: str = "cpu", table: dict | None =
             spec.write_text(json.dumps([asdict(c) for c in table.get(lesson, [])]))
             env = {**os.environ, "LLM_COURSE_PROFILE": profile}
             for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"): env[k] = "1"
-            env.setdefault("TOKENIZERS_PARALLELISM", "false"); env.setdefault("OMP_WAIT_POLICY", "PASSIVE"); env.setdefault("MPLBACKEND", "Agg")
+            for k, v in (("TOKENIZERS_PARALLELISM", "false"), ("OMP_WAIT_POLICY", "PASSIVE"), ("MPLBACKEND", "Agg")):
+                env.setdefault(k, v)
             cmd = [sys.executable, __file__, "--one", str(nb), "--spec", str(spec), "--out", str(out)]
             if save: save.mkdir(parents=True, exist_ok=True); cmd += ["--save-nb", str(save / nb.name)]
             log(f"[claims] {nb.name} at {profile} ...")
@@ -195,7 +205,8 @@ def passed(results: list[dict]) -> bool:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="./course claims", description=__doc__.split("\n\n")[0])
     ap.add_argument("lessons", nargs="*", help="lesson numbers (default: every lesson with claims)")
-    ap.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"], help="run profile (claims are stated for cpu and gpu)")
+    ap.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"],
+                    help="run profile (claims are stated for cpu and gpu)")
     ap.add_argument("--save", type=Path, help="write the executed notebooks into this folder")
     ap.add_argument("--json", type=Path, help="write the results as JSON to this file")
     ap.add_argument("--list", action="store_true", help="print the claims and exit")
@@ -216,10 +227,12 @@ def main(argv=None) -> int:
         for l in lessons:
             print(l); [print(f"  - {c.text}\n      check: {c.check}") for c in CLAIMS[l]]
         return 0
-    if a.profile == "ci": print("[claims] note: lessons state their targets for cpu and gpu; at ci most claims are not expected to hold")
+    if a.profile == "ci":
+        print("[claims] note: lessons state their targets for cpu and gpu; at ci most claims are not expected to hold")
     t0 = time.time()
     results = check_lessons(lessons, a.profile, save=a.save)
-    print(f"\n[claims] {sum(c['ok'] for r in results for c in r['claims'])} of {sum(len(r['claims']) for r in results)} claims hold; "
+    n_ok, n = sum(c["ok"] for r in results for c in r["claims"]), sum(len(r["claims"]) for r in results)
+    print(f"\n[claims] {n_ok} of {n} claims hold; "
           f"{len(results)} lesson(s) in {time.time() - t0:.0f} s")
     if a.json: a.json.write_text(json.dumps(results, indent=1, default=str))
     return 0 if passed(results) else 1
