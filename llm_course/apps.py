@@ -4,11 +4,9 @@
 
 # %% ../nbs/11_applications.ipynb #00180fb2
 from __future__ import annotations
-import json, threading, time
+import json, time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
@@ -19,7 +17,7 @@ from .data import TextData
 __all__ = ['OUT_OF_SCOPE_INTENT', 'CANNED_REPLIES', 'Embedder', 'NearestCentroid', 'train_probe', 'confidence',
            'choose_threshold', 'auroc', 'scope_report', 'plot_scores', 'IntentRouter', 'router_widget', 'drop_texts',
            'precision_at_k', 'recall_at_k', 'dcg_at_k', 'ndcg_at_k', 'simulate_users', 'profile_scores',
-           'evaluate_ranking', 'neighbours', 'ServiceError', 'Service', 'serve', 'post_json', 'time_requests']
+           'evaluate_ranking', 'neighbours', 'ServiceError', 'Service']
 
 # %% ../nbs/11_applications.ipynb #f124b88a
 class Embedder:
@@ -361,63 +359,3 @@ class Service:
         "Status and JSON-ready reply for one request: 200 with `predictions`, 400 with `error` for bad input."
         try: return 200, {"predictions": self.predict(self.parse(body))}
         except ServiceError as e: return e.status, {"error": str(e)}
-
-# %% ../nbs/11_applications.ipynb #c2440edb
-def _handler(service: Service):
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, status: int, payload: dict):
-            body = json.dumps(payload).encode()
-            self.send_response(status); self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(body)))
-            self.end_headers(); self.wfile.write(body)
-        def do_GET(self):
-            if self.path == "/health": self._send(200, {"status": "ok", "model": service.name})
-            else: self._send(404, {"error": f"no such path {self.path!r}: POST /predict or GET /health"})
-        def do_POST(self):
-            if self.path != "/predict": return self._send(404, {"error": f"no such path {self.path!r}: POST /predict or GET /health"})
-            try: n = int(self.headers.get("Content-Length") or 0)
-            except ValueError: return self._send(400, {"error": "Content-Length is not a number"})
-            if n > 4 * service.max_chars * service.max_texts + 1024: return self._send(413, {"error": f"the body has {n} bytes; the limit is about {service.max_chars} characters x {service.max_texts} texts"})
-            try: self._send(*service.handle(self.rfile.read(n)))
-            except Exception as e: self._send(500, {"error": f"the model failed: {type(e).__name__}: {e}"})
-        def log_message(self, *args): pass   # keep notebooks and tests quiet
-    return Handler
-
-@contextmanager
-def serve(service: Service, # the service to expose
-          host: str = "127.0.0.1", # bind address: localhost only
-          port: int = 0, # 0: a free port chosen by the system
-         ):
-    "Run `service` over HTTP in a background thread; yields the base URL, shuts the server down on exit."
-    server = ThreadingHTTPServer((host, port), _handler(service))
-    thread = threading.Thread(target=server.serve_forever, daemon=True); thread.start()
-    try: yield f"http://{host}:{server.server_address[1]}"
-    finally: server.shutdown(); server.server_close(); thread.join()
-
-def post_json(url: str, # e.g. "http://127.0.0.1:8000/predict"
-              payload, # a JSON-ready object, or raw bytes sent as they are
-              timeout: float = 30, # seconds
-             ) -> tuple[int, dict]:
-    "POST a JSON body and return (status, decoded JSON reply), also for error statuses."
-    import urllib.request, urllib.error
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e: return e.code, json.loads(e.read())
-
-# %% ../nbs/11_applications.ipynb #9f2c1f08
-def time_requests(send: Callable[[list[str]], object], # sends one request with a list of texts, e.g. `lambda b: post_json(url, {"texts": b})`
-                  texts: Sequence[str], # the texts to get through
-                  batch_size: int, # texts per request
-                  warmup: int = 1, # requests sent first and not timed
-                 ) -> dict:
-    "Latency per request (median and 95th percentile, ms) and throughput (texts/s) for requests of `batch_size` texts."
-    texts = list(texts)
-    if not texts or batch_size < 1: raise ValueError(f"need texts and batch_size >= 1, got {len(texts)} texts and batch_size={batch_size}")
-    for _ in range(warmup): send(texts[:batch_size])
-    lat, t0 = [], time.perf_counter()
-    for s in range(0, len(texts), batch_size):
-        t = time.perf_counter(); send(texts[s:s + batch_size]); lat.append(time.perf_counter() - t)
-    total = time.perf_counter() - t0
-    return dict(batch_size=batch_size, requests=len(lat), median_ms=1000 * float(np.median(lat)), p95_ms=1000 * float(np.quantile(lat, 0.95)),
-                texts_per_s=len(texts) / total)

@@ -1,6 +1,8 @@
 """Lesson 11 (llm_course.apps): ranking metrics and AUROC against scikit-learn, nearest centroid against scikit-learn,
-out-of-scope thresholds, the intent router, the JSON service (bad input, batching) and its HTTP server on localhost."""
-import http.client, json, urllib.request
+out-of-scope thresholds, the intent router, the JSON service contract (bad input, batching), served end to end by lesson 11a's app."""
+import json
+
+import httpx
 
 import numpy as np
 import pytest
@@ -12,8 +14,8 @@ from sklearn.neighbors import NearestCentroid as SkNearestCentroid
 
 from llm_course.apps import (CANNED_REPLIES, OUT_OF_SCOPE_INTENT, Embedder, IntentRouter, NearestCentroid, Service, ServiceError,
                              auroc, choose_threshold, confidence, dcg_at_k, drop_texts, evaluate_ranking, ndcg_at_k, neighbours,
-                             post_json, precision_at_k, profile_scores, recall_at_k, router_widget, scope_report, serve,
-                             simulate_users, time_requests, train_probe)
+                             precision_at_k, profile_scores, recall_at_k, router_widget, scope_report,
+                             simulate_users, train_probe)
 from llm_course.data import TextData, load_intents, split_data
 
 
@@ -185,32 +187,6 @@ def test_service_batches():
     with pytest.raises(ServiceError, match="text 0 is empty"): svc.predict([" "])
     with pytest.raises(ValueError, match="at least 1"): Service(len, batch_size=0)
 
-def test_http_server_on_localhost(no_network):
-    svc, _ = make_echo(max_chars=20)
-    with serve(svc) as url:
-        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
-        assert json.loads(urllib.request.urlopen(url + "/health", timeout=10).read()) == {"status": "ok", "model": "model"}
-        assert post_json(url + "/predict", {"texts": ["ab", "c"]}) == (200, {"predictions": [{"n": 2}, {"n": 1}]})
-        for body, msg in [(b"not json", "not valid JSON"), (b'{"text": ""}', "text 0 is empty"), (b'{"txt": "a"}', "unknown field(s) ['txt']"),
-                          (b'{"text": "' + b"x" * 30 + b'"}', "the limit is 20")]:
-            status, reply = post_json(url + "/predict", body)
-            assert status == 400 and msg in reply["error"], (body, reply)
-        assert post_json(url + "/other", {"text": "a"})[0] == 404
-        host, port = url[len("http://"):].split(":")
-        c = http.client.HTTPConnection(host, int(port), timeout=10)       # a raw request with no body at all
-        c.request("POST", "/predict"); r = c.getresponse()
-        assert r.status == 400 and "the body is empty" in json.loads(r.read())["error"]; c.close()
-    with serve(Service(lambda b: [1 / 0])) as url:
-        status, reply = post_json(url + "/predict", {"text": "a"})
-    assert status == 500 and "ZeroDivisionError" in reply["error"]
-
-def test_time_requests():
-    got = []
-    r = time_requests(lambda b: got.append(list(b)), list("abcde"), 2, warmup=1)
-    assert got == [["a", "b"], ["a", "b"], ["c", "d"], ["e"]] and r["requests"] == 3 and r["batch_size"] == 2 and r["texts_per_s"] > 0
-    with pytest.raises(ValueError, match="need texts"): time_requests(print, [], 1)
-
-
 # ---------- end to end with MiniLM ----------
 @pytest.fixture(scope="module")
 def embedder():
@@ -231,7 +207,9 @@ def test_intent_service_end_to_end(embedder, no_network):
     router = IntentRouter(embedder, clf, tr.label_names, thr)
     acc = np.mean([r["intent"] == tr.label_names[y] for r, y in zip(router.predict(te.texts), te.labels)])
     assert acc >= 0.9, acc                                                  # templated test utterances are easy
-    with serve(Service(router.predict, batch_size=4, name="intents")) as url:
-        status, reply = post_json(url + "/predict", {"texts": ["I lost my credit card", "where is my parcel?", "tell me a joke about cats"]})
+    from llm_course.serving import create_app, run_in_thread
+    with run_in_thread(create_app(router.predict, name="intents")) as url:
+        r = httpx.post(url + "/predict", json={"texts": ["I lost my credit card", "where is my parcel?", "tell me a joke about cats"]})
+    status, reply = r.status_code, r.json()
     assert status == 200
     assert [p["intent"] for p in reply["predictions"]] == ["card_lost", "delivery_status", OUT_OF_SCOPE_INTENT], reply
