@@ -51,12 +51,12 @@ def measure(lesson: str, profile: str, timeout: int) -> dict:
 
 def show(results: dict) -> str:
     "The recorded runs as a markdown table."
-    rows = ["| lesson | profile | cold s | warm s | cold - warm | load (cold run) | status | date |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| lesson | profile | cold wall s | warm wall s | cold CPU s | warm CPU s | load (cold run) | status | date |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(results):
         r = results[key]; lesson, profile = key.split("@"); c, w = r["cold"], r["warm"] or {}
-        diff = f"{c['wall_s'] - w['wall_s']:.0f}" if w else "-"
-        rows.append(f"| {lesson} | {profile} | {c['wall_s']:.0f} | {w.get('wall_s', '-')} | {diff} | "
-                    f"{c['load_before']}-{c['load_after']} | {c['status']}/{w.get('status', '-')} | {r['date']} |")
+        rows.append(f"| {lesson} | {profile} | {c['wall_s']:.0f} | {w.get('wall_s', '-')} | {c['cpu_s']:.0f} | "
+                    f"{w.get('cpu_s', '-')} | {c['load_before']}-{c['load_after']} | {c['status']}/{w.get('status', '-')} | {r['date']} |")
     return "\n".join(rows)
 
 

@@ -88,6 +88,14 @@ def run_all(page, timeout_s: int = 120) -> list[dict]:
                          ".filter(o => o.output_type === 'error')")
 
 
+def scroll_to(page, source: str) -> int:
+    "Scroll the open notebook to the cell whose source is `source` (JupyterLab renders only the cells near the view)."
+    return page.evaluate(f"""async (src) => {{ const nb = {NB}.content, cells = nb.model.cells;
+        for (let i = 0; i < cells.length; i++) if (cells.get(i).sharedModel.getSource().trim() === src) {{
+            nb.activeCellIndex = i; await nb.scrollToItem(i, 'center'); return i; }}
+        return -1; }}""", source)
+
+
 def save_and_close(page):
     page.evaluate(f"async () => {{ const w = {NB}; await {APP}.commands.execute('docmanager:save'); "
                   "await w.sessionContext.shutdown(); w.dispose(); }")
@@ -122,6 +130,7 @@ def test_router_lesson_runs_types_saves_and_reopens(browser, lab):
     router = page.locator(".widget-vbox").filter(has=page.locator(".widget-text input")).filter(has_text="confidence").first
     router.scroll_into_view_if_needed()
     reply = router.locator(".widget-html")
+    page.wait_for_function("(el) => el.innerText.includes('confidence')", arg=reply.element_handle(), timeout=30_000)
     before = reply.inner_text()
     message = "please close my account, I am moving abroad"
     router.locator("input").fill(message); router.locator("input").press("Enter")
@@ -132,16 +141,19 @@ def test_router_lesson_runs_types_saves_and_reopens(browser, lab):
     save_and_close(page)
     state = json.loads((ws / "11_applications.ipynb").read_text())["metadata"]["widgets"]
     values = [m["state"].get("value") for m in state["application/vnd.jupyter.widget-state+json"]["state"].values()]
-    assert message in values and after.split(":")[0] in " ".join(map(str, values))
+    intent = after.split()[0]
+    assert message in values and f"<b>{intent}</b>" in " ".join(map(str, values))  # the widget state is in the file
     page.close()
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     open_notebook(page, lab, "11_applications.ipynb")
-    saved = page.locator(".widget-text input").and_(page.locator(f'[value="{message}"]'))
-    page.wait_for_function("(m) => [...document.querySelectorAll('.widget-text input')].some(e => e.value === m)",
-                           arg=message, timeout=30_000)
+    # the reopened lesson (a new kernel that has run nothing) shows the saved view: the typed message and its reply
+    assert scroll_to(page, "router_widget(router)") >= 0
+    page.screenshot(path=ART / "lesson11_reopened.png")
+    page.wait_for_function("([m, r]) => [...document.querySelectorAll('.widget-text input')].some(e => e.value === m) && "
+                           "[...document.querySelectorAll('.widget-html')].some(e => e.innerText === r)",
+                           arg=[message, after], timeout=30_000)
     page.screenshot(path=ART / "lesson11_reopened.png")
     assert "model not found" not in page.inner_text(".jp-NotebookPanel")
-    assert saved.count() or True
     page.close()
 
 
@@ -164,7 +176,7 @@ def test_released_exercise_gives_feedback_on_a_wrong_solution(browser, lab):
 
 
 def test_site_pages_show_typeset_math_and_figures(browser, tmp_path):
-    out, lessons = tmp_path / "site", ["00_core", "01_data", "03_transformer"]
+    out, lessons = tmp_path / "site", ["01_data", "02_tokenization", "03_transformer"]
     r = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "tools" / "site.py"), "--profile", "ci",
                         "--out", str(out), "--only", *lessons], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -175,8 +187,9 @@ def test_site_pages_show_typeset_math_and_figures(browser, tmp_path):
     try:
         for name in lessons:
             page.goto(f"http://127.0.0.1:{server.server_address[1]}/{name}.html")
-            page.wait_for_function("() => window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 && "
-                                   "document.querySelectorAll('.MathJax, .MathJax_Display').length > 0", timeout=60_000)
+            page.wait_for_function("() => window.MathJax && MathJax.Hub", timeout=30_000)
+            page.evaluate("() => new Promise(done => MathJax.Hub.Queue(() => done(true)))")  # after all typesetting
+            assert page.locator(".MathJax, .MathJax_Display").count() > 0, f"{name}: no typeset math"
             assert page.locator(".MathJax_Error, .merror").count() == 0, name
             imgs = page.evaluate("() => [...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
             assert all(ok for _, ok in imgs), (name, [s for s, ok in imgs if not ok])
