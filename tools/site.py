@@ -115,9 +115,10 @@ def nav(pages: list[tuple[str, str]], rel: str, bottom: bool = False) -> str:
     names = [r for r, _ in pages]; i = names.index(rel)
     link = lambda r, t: f'<a href="{up}{html.escape(r)}">{html.escape(t)}</a>'
     parts = [f'<span class="title">{link("index.html", "llm_course")}</span>']
-    if i > 0: parts.append("&larr; " + link(*pages[i - 1]))
-    if i + 1 < len(pages): parts.append(link(*pages[i + 1]) + " &rarr;")
-    if not bottom: parts += [link(r, t) for r, t in pages if r != "index.html" and not r.startswith("exercises/")]
+    if i > 0: parts.append("&larr; previous: " + link(*pages[i - 1]))
+    if i + 1 < len(pages): parts.append("next: " + link(*pages[i + 1]) + " &rarr;")
+    if not bottom: parts += ["<span>| lessons:</span>"] + [link(r, t.split("_")[0]) for r, t in pages
+                                                             if r != "index.html" and not r.startswith("exercises/")]
     return f'<nav class="site{" bottom" if bottom else ""}">' + " ".join(parts) + "</nav>"
 
 
