@@ -143,18 +143,15 @@ def _boot_verify(case, answer) -> str | None:
     if got is None: return f"the answer should be a number (high - low), got {type(answer).__name__}"
     if abs(got - truth) <= 0.15 * truth: return None
     se = math.sqrt(0.85 * 0.15 / 400)
-    return (f"the measured width is {truth:.4f} (2,000 resamples), you predicted {got:.4g}. Each resample's accuracy "
-            "varies "
-            f"with standard error sqrt(0.85 * 0.15 / 400) = {se:.4f}; a 95% interval spans about 1.96 standard "
-            "errors on "
-            f"each side, so its width is about 2 * 1.96 * {se:.4f} = {2 * 1.96 * se:.4f}. Note how wide that is: two "
-            "models "
-            f"1 or 2 points apart on 400 examples cannot be told apart this way")
+    return (f"the measured width is {truth:.4f} (2,000 resamples), you predicted {got:.4g}. Each resample's "
+            f"accuracy varies with standard error sqrt(0.85 * 0.15 / 400) = {se:.4f}; a 95% interval spans about "
+            f"1.96 standard errors on each side, so its width is about 2 * 1.96 * {se:.4f} = {2 * 1.96 * se:.4f}. "
+            "Note how wide that is: two models 1 or 2 points apart on 400 examples cannot be told apart this way")
 
 register(Exercise(
     name="bootstrap_width", lesson="07", notebook="ex07_evaluation", kind="predict",
-    section="07_evaluation: How sure is the score? Bootstrap confidence intervals", title="Predict the width of a "
-                                                                                          "bootstrap interval",
+    section="07_evaluation: How sure is the score? Bootstrap confidence intervals",
+    title="Predict the width of a bootstrap interval",
     task="A classifier is right on 340 of 400 test examples (accuracy 0.85). Before running `bootstrap_ci`, predict "
          "the width (high - low) of the 95% percentile bootstrap interval of its accuracy. Within 15% of the "
          "measured width (2,000 resamples) counts as right.",
