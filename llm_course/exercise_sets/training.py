@@ -120,7 +120,7 @@ register(Exercise(
 
 # %% ../../nbs/95b_exercises_training.ipynb #7179f38f
 LOOP_SIZES = {"ci": dict(steps=60, bar=3.35), "cpu": dict(steps=150, bar=3.4),     # bar: the last 10 losses' mean
-              "gpu": dict(steps=2000, bar=1.8)}
+              "gpu": dict(steps=2000, bar=2.0)}
 
 def _byte_batches(p, steps: int, seed: int) -> list:
     "`steps` random batches of lesson 04's byte data (idx/targets) at profile `p`."
@@ -436,7 +436,7 @@ register(Exercise(
     forbidden=("llm_course.pretraining:next_token", "llm_course.pretraining:generate", "llm_course.pretraining:generate_text")))
 
 # %% ../../nbs/95b_exercises_training.ipynb #82b1f2e7
-PRETRAIN_SIZES = {"ci": dict(steps=60, bar=6.3), "cpu": dict(steps=150, bar=5.8), "gpu": dict(steps=2000, bar=3.6)}
+PRETRAIN_SIZES = {"ci": dict(steps=60, bar=6.3), "cpu": dict(steps=150, bar=6.5), "gpu": dict(steps=2000, bar=4.0)}
 
 @functools.lru_cache(maxsize=2)
 def _corpus_ids(n_chars: int) -> torch.Tensor:
