@@ -14,12 +14,15 @@ __all__ = ['SUSPECT', 'scan_notebook', 'Monitor', 'exercises_for', 'child_main',
 
 # %% ../nbs/96b_autograde.ipynb #7c275f81
 SUSPECT = (
-    (r"\bEXERCISES\b|\bget_exercise\b|\bexercise_sets\b|\bexercise_bank\b", "reads the course's exercise registry (it holds the answers)"),
+    (r"\bEXERCISES\b|\bget_exercise\b|\bexercise_bank\b", "reads the course's exercise registry (it has the answers)"),
+    (r"\bexercise_sets\b[^\n]*\b_\w+", "uses the checkers' private code (references, usual mistakes)"),
     (r"\.(reference|mistakes|verify)\b", "uses an exercise's reference answer"),
-    (r"\b(_getframe|f_locals|f_globals|f_back|tb_frame|currentframe|getouterframes|_current_frames)\b|\binspect\.stack\b",
+    (r"\b(_getframe|f_locals|f_globals|f_back|tb_frame|currentframe|getouterframes|_current_frames)\b"
+     r"|\binspect\.stack\b",
      "inspects the checker's frames"),
     (r"\bimportlib\b|\b__import__\b", "imports code by a name built at run time"),
-    (r"\bgetattr\s*\(\s*[^,()]+,\s*+(?![\"'][\w.]*[\"']\s*[,)])", "looks up a name built at run time (getattr with a computed name)"),
+    (r"\bgetattr\s*\(\s*[^,()]+,\s*+(?![\"'][\w.]*[\"']\s*[,)])",
+     "looks up a name built at run time (getattr with a computed name)"),
     (r"(?<![\w.])(exec|eval|compile)\s*\(", "runs code from a string"),
     (r"\b__file__\b|\bnbs/exercises\b", "reads the course's files"),
     (r"\b(setprofile|settrace|monitoring|gc\.get_\w+|_thread|threading|ctypes|__code__|__globals__|cell_contents)\b",
@@ -58,8 +61,9 @@ def scan_notebook(nb: dict, # the student's notebook
         if not hit: continue
         defined = [n for m in _DEF.finditer(_src(c)) if (n := m.group(1) or m.group(2)) in names]
         for n in defined or names:
-            out.setdefault(n, f"cell {i + 1} {hit[1]} (`{hit[0][:40]}`): not allowed in a submission, so this exercise scores 0"
-                              + ("" if defined else " (the cell defines no exercise, so it counts against each in the notebook)"))
+            also = "" if defined else " (the cell defines no exercise, so it counts against each in the notebook)"
+            out.setdefault(n, f"cell {i + 1} {hit[1]} (`{hit[0][:40]}`): not allowed in a submission, so this exercise "
+                              f"scores 0{also}")
     return out
 
 # %% ../nbs/96b_autograde.ipynb #d4fa5f74
@@ -82,7 +86,8 @@ def _codes(obj) -> list:
     "The code objects (Python) or the built-ins of a protected object."
     import functools
     if isinstance(obj, functools.partial): obj = obj.func
-    if isinstance(obj, type): return [c for v in vars(obj).values() for c in _codes(getattr(v, "__func__", v)) if callable(v)]
+    if isinstance(obj, type):
+        return [c for v in vars(obj).values() if callable(v) for c in _codes(getattr(v, "__func__", v))]
     code = getattr(getattr(obj, "__func__", obj), "__code__", None)
     return [code] if code is not None else [obj] if callable(obj) else []
 
@@ -101,11 +106,13 @@ class Monitor:
             for obj, what in objs:
                 for c in (_codes(obj) if obj is not None else []):
                     d = self.shapes if isinstance(c, types.CodeType) else self.builtins
-                    d.setdefault(_shape(c) if isinstance(c, types.CodeType) else id(c), {})[name] = what; self.keep.append(c)
+                    key = _shape(c) if isinstance(c, types.CodeType) else id(c)
+                    d.setdefault(key, {})[name] = what; self.keep.append(c)
         tools = {sys.setprofile: "switches off the grader's monitor", sys.settrace: "switches off the grader's monitor",
                  sys._getframe: "inspects the checker's frames", sys._current_frames: "inspects the checker's frames",
                  gc.get_objects: "searches the checker's memory", gc.get_referrers: "searches the checker's memory",
-                 gc.get_referents: "searches the checker's memory", _thread.start_new_thread: "starts a thread the monitor does not see",
+                 gc.get_referents: "searches the checker's memory",
+                 _thread.start_new_thread: "starts a thread the monitor does not see",
                  os.fork: "starts a process the monitor does not see", builtins.exec: "runs code from a string",
                  builtins.eval: "runs code from a string", builtins.compile: "runs code from a string",
                  builtins.__import__: "imports code by a built name"}
@@ -113,7 +120,8 @@ class Monitor:
         self.py_tools = {_shape(f.__code__): why for f, why in (
             (importlib.import_module, "imports code by a built name"), (importlib.reload, "reloads course code"),
             (inspect.currentframe, "inspects the checker's frames"), (inspect.stack, "inspects the checker's frames"),
-            (threading.setprofile, "switches off the grader's monitor"), (threading.settrace, "switches off the grader's monitor"))}
+            (threading.setprofile, "switches off the grader's monitor"),
+            (threading.settrace, "switches off the grader's monitor"))}
         self.trusted = tuple(trusted) + ("<frozen ",)
         self._set, self._get = sys.setprofile, sys.getprofile
 
@@ -125,7 +133,8 @@ def _hook(self, frame, event, arg):
         code = frame.f_code
         hit = self.seen.get(id(code))
         if hit is None:
-            s = _shape(code); hit = self.seen[id(code)] = (self.shapes.get(s), self.py_tools.get(s)); self.keep.append(code)
+            s = _shape(code); self.keep.append(code)
+            hit = self.seen[id(code)] = (self.shapes.get(s), self.py_tools.get(s))
         prot, tool = hit
         if prot and self.active in prot: self.found.append(f"it calls {prot[self.active]}")
         elif tool and frame.f_back is not None and self._student(frame.f_back.f_code): self.found.append(f"it {tool}")
@@ -169,8 +178,9 @@ def _run_cells(shell, cells: list, timeout: float, say) -> list[str]:
         except BaseException as exc: e = exc
         if e is None: continue
         msg = str(e).strip()[:200]
-        what = (f"ran for more than {timeout:g} s and was stopped (an endless loop?)" if isinstance(e, TimeLimitExceeded)
-                else "raised NotImplementedError (an exercise not done yet?)" if isinstance(e, NotImplementedError) and not msg
+        what = (f"ran for more than {timeout:g} s and was stopped (an endless loop?)"
+                if isinstance(e, TimeLimitExceeded) else "raised NotImplementedError (an exercise not done yet?)"
+                if isinstance(e, NotImplementedError) and not msg
                 else f"raised {type(e).__name__}" + (f": {msg}" if msg else ""))
         first = next((l.strip() for l in src.split("\n") if l.strip()), "")
         errors.append(f"cell {i + 1} (`{first[:60]}`) {what}")
@@ -216,8 +226,11 @@ def child_main():
             with monitor.watch(name): ans = exs[name].answers(fn, seed)
         except BaseException as e: ans = [{"error": f"{type(e).__name__}: {str(e)[:200]}"}]
         out[name] = dict(answers=ans, flags=sorted(set(monitor.found)))
+    for f in (sys.stdout, sys.stderr):      # the grader stops the run as soon as the answers arrive
+        try: f.flush()
+        except Exception: pass
     say("answers", out)
-    sys.stdout.flush(); os._exit(0)
+    os._exit(0)
 
 if __name__ == "__main__" and "LLM_COURSE_CHANNEL" in os.environ: child_main()   # in the sandbox
 
@@ -226,7 +239,8 @@ def runnable_cells(nb: dict, # the student's notebook
                    released: dict | None = None, # the released notebook (its check cells are skipped too)
                   ) -> list[tuple[int, str]]:
     "(index, source) of the code cells the child runs: all but the graded check cells."
-    checks = {_src(c) for c in (released or {}).get("cells", []) if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+    given = (released or {}).get("cells", [])
+    checks = {_src(c) for c in given if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
     out = []
     for i, c in enumerate(nb.get("cells", [])):
         if c.get("cell_type") != "code": continue
@@ -250,7 +264,8 @@ def _readable() -> list[str]:
     "What the child may read besides the system and Python: the course package and its caches."
     import llm_course
     paths = [str(Path(llm_course.__file__).resolve().parent)]
-    return paths + [os.environ[k] for k in ("LLM_COURSE_CACHE", "HF_HOME") if os.environ.get(k) and Path(os.environ[k]).exists()]
+    caches = [os.environ.get(k) for k in ("LLM_COURSE_CACHE", "HF_HOME")]
+    return paths + [c for c in caches if c and Path(c).exists()]
 
 # %% ../nbs/96b_autograde.ipynb #ae00c531
 def _message(sb: Sandbox, want: str, deadline: float, at: list):
@@ -266,27 +281,29 @@ def _message(sb: Sandbox, want: str, deadline: float, at: list):
     return None
 
 def _where(at: int | None, stage: str) -> str:
-    return "while computing the answers" if stage == "answers" else f"in cell {at + 1}" if at is not None else "before running any cell"
+    if stage == "answers": return "while computing the answers"
+    return f"in cell {at + 1}" if at is not None else "before running any cell"
 
 # %% ../nbs/96b_autograde.ipynb #b9dfd124
 def run_submission(path: str | Path, # the student's notebook
                    exercises: list[str], # the exercises it is graded on
                    seed: int, # the run's seed (the same for every student)
                    timeout: float = 30, # seconds per cell
-                   startup: float = 60, # extra seconds for the sandbox and Python to start (importing torch takes a few)
+                   startup: float = 60, # extra seconds for the sandbox and Python to start (torch takes a few)
                    limits: Limits | None = None, # resource limits of the run
                    sandbox: str = "auto", # "auto", "bwrap", "unshare" or "none"
-                   folder: str | Path | None = None, # the student's folder, copied as the working folder (None: the notebook alone)
+                   folder: str | Path | None = None, # the student's folder, the working copy (None: the notebook)
                    hidden: tuple = (), # paths the child must never see (the grade folder, all submissions)
                    released: dict | None = None, # the released notebook: its unchanged cells are the teacher's
                    log: str | Path | None = None, # file for what the notebook printed
                   ) -> dict:
-    "Run one notebook sandboxed: {errors, answers: {name: list|None}, flags: {name: [why]}, failed: why it gave no answers}."
+    "Run one notebook sandboxed: {errors, answers: {name: list|None}, flags: {name: [why]}, failed: why no answers}."
     from llm_course.classroom import NotebookError, read_notebook
     from llm_course.exercises import EXERCISES
     none = lambda why: dict(errors=[why], answers={n: None for n in exercises}, flags={}, failed=why)
     try: nb = read_notebook(path)
-    except (NotebookError, OSError) as e: return none(str(e) if isinstance(e, NotebookError) else f"{Path(path).name} could not be read ({e.strerror})")
+    except NotebookError as e: return none(str(e))
+    except OSError as e: return none(f"{Path(path).name} could not be read ({e.strerror})")
     cells, budget = runnable_cells(nb, released), sum(EXERCISES[n].timeout for n in exercises if n in EXERCISES) + 10
     limits = limits or Limits(cpu_s=int(startup + timeout * (len(cells) + 1) + budget))
     import llm_course
@@ -296,7 +313,8 @@ def run_submission(path: str | Path, # the student's notebook
     sb = Sandbox([sys.executable, "-m", "llm_course.autograde"], folder if folder else None, limits, sandbox,
                  readable=_readable(), hidden=hide, env=_child_env(), log=log)
     if folder is None:                       # the notebook alone: a private folder holding only a copy of it
-        alone = Path(tempfile.mkdtemp(prefix=f"llm-course-nb-{os.getpid()}-")); shutil.copy(path, alone / Path(path).name); os.chmod(alone, 0o755)
+        alone = Path(tempfile.mkdtemp(prefix=f"llm-course-nb-{os.getpid()}-")); os.chmod(alone, 0o755)
+        shutil.copy(path, alone / Path(path).name)
         sb.folder = alone
     try:
         with sb:
@@ -315,9 +333,10 @@ def _assemble(errors, res, exercises, at, stage, sb, timeout) -> dict:
     errors = [str(e)[:400] for e in errors][:50] if isinstance(errors, list) else []
     if res is None or not isinstance(res, dict):
         rc = sb.returncode
-        why = (f"the Python process running the notebook died (exit code {rc}) {_where(at, stage)}" if rc is not None and rc != -9
-               else f"the notebook was stopped: no answer in time {_where(at, stage)} (an endless loop the cell limit of "
-                    f"{timeout:g} s could not interrupt, or a process that hung)")
+        died = rc is not None and rc != -9
+        why = (f"the Python process running the notebook died (exit code {rc}) {_where(at, stage)}" if died
+               else f"the notebook was stopped: no answer in time {_where(at, stage)} (an endless loop the cell "
+                    f"limit of {timeout:g} s could not interrupt, or a process that hung)")
         return dict(errors=errors + [why], answers={n: None for n in exercises}, flags={}, failed=why)
     answers, flags = {}, {}
     for n in exercises:

@@ -12,10 +12,10 @@ from pathlib import Path
 from .exercises import EXERCISES, encode, list_exercises
 
 # %% auto #0
-__all__ = ['BEGIN', 'END', 'BEGIN_HIDDEN', 'END_HIDDEN', 'HIDDEN_TAGS', 'MarkerError', 'strip_markers', 'is_hidden',
-           'NotebookError', 'read_notebook', 'student_notebook', 'release', 'notebook_exercises', 'read_assignment',
-           'grade_notebook', 'student_key', 'csv_cell', 'find_submissions', 'grade_student', 'feedback_markdown',
-           'GradeReport', 'grade']
+__all__ = ['BEGIN', 'END', 'BEGIN_HIDDEN', 'END_HIDDEN', 'HIDDEN_TAGS', 'MAX_NOTEBOOK_MB', 'MarkerError', 'strip_markers',
+           'is_hidden', 'NotebookError', 'read_notebook', 'student_notebook', 'release', 'notebook_exercises',
+           'read_assignment', 'grade_notebook', 'student_key', 'csv_cell', 'find_submissions', 'grade_student',
+           'feedback_markdown', 'GradeReport', 'grade']
 
 # %% ../nbs/96_classroom.ipynb #db5d67b1
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -38,15 +38,21 @@ def strip_markers(source: str, # a cell's text
     for n, line in enumerate(source.split("\n"), 1):
         mark = line.strip()
         if mark in (BEGIN, BEGIN_HIDDEN):
-            if opened: raise MarkerError(f"{where}: line {n} opens '{mark}' inside the '{opened}' opened before; close it first with its END marker.")
+            if opened: raise MarkerError(f"{where}: line {n} opens '{mark}' inside the '{opened}' opened before; "
+                                         "close it first with its END marker.")
             opened, indent = mark, line[:len(line) - len(line.lstrip())]
-            if mark == BEGIN: out += ([f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"] if cell_type == "code" else ["YOUR ANSWER HERE"])
+            stub = [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"] if cell_type == "code" \
+                   else ["YOUR ANSWER HERE"]
+            if mark == BEGIN: out += stub
         elif mark in (END, END_HIDDEN):
             want = BEGIN if mark == END else BEGIN_HIDDEN
-            if opened != want: raise MarkerError(f"{where}: line {n} has '{mark}' without a matching '{want}' before it.")
+            if opened != want:
+                raise MarkerError(f"{where}: line {n} has '{mark}' without a matching '{want}' before it.")
             opened = None
         elif not opened: out.append(line)
-    if opened: raise MarkerError(f"{where}: '{opened}' is never closed: add '{opened.replace('BEGIN', 'END')}' after the solution.")
+    if opened:
+        close = opened.replace("BEGIN", "END")
+        raise MarkerError(f"{where}: '{opened}' is never closed: add '{close}' after the solution.")
     return "\n".join(out)
 
 def is_hidden(cell: dict) -> bool:
@@ -59,13 +65,19 @@ def is_hidden(cell: dict) -> bool:
 class NotebookError(ValueError):
     "A file that cannot be read as a Jupyter notebook."
 
+MAX_NOTEBOOK_MB = 100    # a larger notebook is refused (outputs left in, or a hostile file)
+
 def read_notebook(path: str | Path) -> dict:
     "The notebook at `path` as a dict; `NotebookError` saying what is wrong otherwise."
     path = Path(path)
     if path.suffix != ".ipynb": raise NotebookError(f"{path.name} is not a Jupyter notebook (.ipynb)")
+    if path.stat().st_size > MAX_NOTEBOOK_MB << 20:
+        raise NotebookError(f"{path.name} is larger than {MAX_NOTEBOOK_MB} MB: clear its outputs")
     try: nb = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError: raise NotebookError(f"{path.name} is not a text file (not UTF-8)") from None
-    except json.JSONDecodeError as e: raise NotebookError(f"{path.name} is not valid notebook JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno}, column {e.colno}: {e.msg}"
+        raise NotebookError(f"{path.name} is not valid notebook JSON ({where})") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise NotebookError(f"{path.name} is JSON but not a notebook: it has no list of 'cells'")
     return nb
@@ -87,13 +99,16 @@ def release(src: str | Path, # a folder of exercise notebooks with solutions (or
             dest: str | Path, # the folder to write the student versions to
             force: bool = False, # replace `dest` when it exists
            ) -> list[Path]:
-    "Write student versions of every notebook under `src` to `dest` (other files copied); returns the notebooks written."
+    "Write student versions of every notebook under `src` to `dest` (other files copied); returns those written."
     src, dest = Path(src), Path(dest)
-    if not src.exists(): raise FileNotFoundError(f"{src} does not exist: pass the folder of exercise notebooks with solutions")
-    if dest.exists() and any(dest.iterdir()) and not force: raise FileExistsError(f"{dest} exists and is not empty: pass --force to replace it")
-    if src.is_dir() and dest.resolve().is_relative_to(src.resolve()): raise ValueError(f"{dest} is inside {src}: choose a destination outside the source folder")
-    files = [src] if src.is_file() else [p for p in sorted(src.rglob("*")) if p.is_file()
-                                          and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(src).parts)]
+    if not src.exists():
+        raise FileNotFoundError(f"{src} does not exist: pass the folder of exercise notebooks with solutions")
+    if dest.exists() and any(dest.iterdir()) and not force:
+        raise FileExistsError(f"{dest} exists and is not empty: pass --force to replace it")
+    if src.is_dir() and dest.resolve().is_relative_to(src.resolve()):
+        raise ValueError(f"{dest} is inside {src}: choose a destination outside the source folder")
+    skip = lambda p: any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(src).parts)
+    files = [src] if src.is_file() else [p for p in sorted(src.rglob("*")) if p.is_file() and not skip(p)]
     tmp = Path(tempfile.mkdtemp(prefix=".release-", dir=dest.parent if dest.parent.exists() else None)); written = []
     try:
         for p in files:
@@ -101,7 +116,8 @@ def release(src: str | Path, # a folder of exercise notebooks with solutions (or
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             if p.suffix == ".ipynb":
                 nb = student_notebook(read_notebook(p), str(rel))
-                (tmp / rel).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"); written.append(dest / rel)
+                (tmp / rel).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+                written.append(dest / rel)
             else: shutil.copy2(p, tmp / rel)
         if dest.exists(): shutil.rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True); os.replace(tmp, dest)
@@ -125,10 +141,16 @@ def notebook_exercises(nb: dict | None, # a notebook (or None)
 
 # %% ../nbs/96_classroom.ipynb #d1f7eaf3
 def _released(folder: Path | None) -> dict[str, dict]:
-    "Released notebook stem -> the notebook."
-    if folder is None: return {}
+    "Released stem -> notebook (None: the course's own exercise notebooks, released here, when at hand)."
+    if folder is None:
+        import llm_course
+        src = Path(llm_course.__file__).resolve().parent.parent / "nbs" / "exercises"
+        try: return {p.stem: student_notebook(read_notebook(p), p.name) for p in sorted(src.glob("*.ipynb"))}
+        except (NotebookError, MarkerError, OSError): return {}
     folder = Path(folder)
-    if not folder.is_dir(): raise FileNotFoundError(f"{folder} is not a folder of released notebooks: pass the folder `classroom release` wrote")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of released notebooks: pass the folder that "
+                                "`classroom release` wrote")
     out = {}
     for p in sorted(folder.rglob("*.ipynb")):
         if ".ipynb_checkpoints" in p.parts: continue
@@ -137,7 +159,7 @@ def _released(folder: Path | None) -> dict[str, dict]:
     if not out: raise ValueError(f"{folder} holds no notebooks: pass the folder `classroom release` wrote")
     return out
 
-def read_assignment(folder: str | Path | None = None, # the released notebooks; None: every exercise notebook of the course
+def read_assignment(folder: str | Path | None = None, # the released notebooks; None: every exercise notebook
                    ) -> dict[str, dict[str, float]]:
     "Notebook stem -> {exercise: points}."
     if folder is None:
@@ -147,10 +169,12 @@ def read_assignment(folder: str | Path | None = None, # the released notebooks; 
     out = {}
     for stem, nb in _released(Path(folder)).items():
         md = [c.get("metadata", {}).get("nbgrader", {}) for c in nb["cells"]]
-        pts = {m["grade_id"][:-6]: float(m.get("points", 0)) for m in md if m.get("grade") and str(m.get("grade_id", "")).endswith("_check")}
+        checks = [m for m in md if m.get("grade") and str(m.get("grade_id", "")).endswith("_check")]
+        pts = {m["grade_id"][:-len("_check")]: float(m.get("points", 0)) for m in checks}
         pts = pts or {n: float(EXERCISES[n].points) for n in notebook_exercises(nb, stem)}
         if bad := [n for n in pts if n not in EXERCISES]:
-            raise ValueError(f"{stem}.ipynb checks {', '.join(bad)}, which this course does not register: is the course up to date?")
+            raise ValueError(f"{stem}.ipynb checks {', '.join(bad)}, which this course does not register: "
+                             "is the course up to date?")
         out[stem] = pts
     return out
 
@@ -177,12 +201,14 @@ def _zero(name: str, pts: float, why: str) -> dict:
 
 def _verdict(name: str, pts: float, seed: int, answers, flags: list, failed: str | None) -> dict:
     "One exercise's row: judged here from the student's answers."
-    if flags: return dict(_zero(name, pts, ""), feedback=f"NOT YET {name}: 0 points: the answer uses the course's own answer or "
-                          f"works against the checker: {'; '.join(flags)}. Write it yourself.")
+    if flags: return dict(_zero(name, pts, ""), feedback=f"NOT YET {name}: 0 points: the answer uses the course's own "
+                          f"answer or works against the checker: {'; '.join(flags)}. Write it yourself.")
     if answers is None:
-        return _zero(name, pts, failed or f"the notebook defines no `{name}` (was it renamed, or did the cell that defines it fail?)")
+        return _zero(name, pts, failed or f"the notebook defines no `{name}` (was it renamed, or did the cell that "
+                     "defines it fail?)")
     try: res = _judge(name).judge(seed, answers)
-    except Exception as e: return _zero(name, pts, f"the answers could not be checked ({type(e).__name__}: {str(e)[:200]})")
+    except Exception as e:
+        return _zero(name, pts, f"the answers could not be checked ({type(e).__name__}: {str(e)[:200]})")
     res.max_points = pts
     return res.to_dict()
 
@@ -198,8 +224,8 @@ def grade_notebook(path: str | Path, # the student's notebook
     r = run_submission(path, names, seed, released=released, **run)
     try: scanned = scan_notebook(read_notebook(path), names, released)
     except (NotebookError, OSError): scanned = {}
-    rows = [_verdict(n, points[n], seed, r["answers"].get(n), ([scanned[n]] if n in scanned else []) + r["flags"].get(n, []),
-                     r.get("failed")) for n in names]
+    flags = {n: ([scanned[n]] if n in scanned else []) + r["flags"].get(n, []) for n in names}
+    rows = [_verdict(n, points[n], seed, r["answers"].get(n), flags[n], r.get("failed")) for n in names]
     return dict(errors=r["errors"], exercises=rows)
 
 # %% ../nbs/96_classroom.ipynb #95875bd7
@@ -217,21 +243,27 @@ def csv_cell(text: str, # a text cell of a CSV file
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 # %% ../nbs/96_classroom.ipynb #dafce3d6
+def _plain(f: Path, inside: Path) -> bool:
+    "A regular file, not a link, inside `inside` (no link on the way)."
+    return f.is_file() and not f.is_symlink() and Path(os.path.realpath(f)).is_relative_to(os.path.realpath(inside))
+
 def find_submissions(folder: str | Path, # one sub-folder or one file per student
                      exclude: tuple = (), # folders that are not students (the grading output, the released notebooks)
                     ) -> dict[str, tuple[Path, list[Path]]]:
-    "Student id -> (their folder or file, the files they handed in); a folder that cannot be read hands in nothing."
+    "Student id -> (their folder or file, their plain files): links and special files are not handed in."
     folder = Path(folder)
-    if not folder.is_dir(): raise FileNotFoundError(f"{folder} is not a folder of submissions (one sub-folder or one file per student)")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of submissions (one sub-folder or one file per student)")
     subs, skip = {}, {Path(e).resolve() for e in exclude}
     entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and p.resolve() not in skip]
     dirs = {p.name for p in entries if p.is_dir()}
     for p in entries:
         if p.is_dir():
-            try: files = [f for f in sorted(p.rglob("*")) if f.is_file() and not any(s.startswith(".") for s in f.relative_to(p).parts)]
-            except OSError: files = []
+            hidden = lambda f: any(s.startswith(".") for s in f.relative_to(p).parts)
+            try: files = [f for f in sorted(p.rglob("*")) if _plain(f, p) and not hidden(f)]
+            except OSError: files = []     # a folder that cannot be read hands in nothing
             subs[p.name] = (p, files)
-        elif p.is_file(): subs[p.stem if p.suffix == ".ipynb" and p.stem not in dirs else p.name] = (p, [p])
+        elif _plain(p, folder): subs[p.stem if p.suffix == ".ipynb" and p.stem not in dirs else p.name] = (p, [p])
     return subs
 
 # %% ../nbs/96_classroom.ipynb #9fecfd98
@@ -252,7 +284,8 @@ def grade_student(student: str, # the student's id
         if f is None:
             found = ", ".join(sorted(f.name for f in files)[:8]) + (", ..." if len(files) > 8 else "") or "nothing"
             res[f"{stem}.ipynb"] = dict(errors=[f"{stem}.ipynb is missing from the submission (handed in: {found})"],
-                                        exercises=[_zero(n, p, f"{stem}.ipynb was not handed in") for n, p in pts.items()])
+                                        exercises=[_zero(n, p, f"{stem}.ipynb was not handed in")
+                                                   for n, p in pts.items()])
             continue
         try: res[f"{stem}.ipynb"] = grade_notebook(f, pts, seed, (released or {}).get(stem), folder=folder,
                                                    log=logs / f"{student_key(student)}__{student_key(stem)}.log", **run)
@@ -260,7 +293,8 @@ def grade_student(student: str, # the student's id
             why = f"it could not be graded ({type(e).__name__}: {str(e)[:200]})"
             res[f"{stem}.ipynb"] = dict(errors=[why], exercises=[_zero(n, p, why) for n, p in pts.items()])
     if extra := [f.name for f in nbs if not single and f.stem not in assignment]:
-        res["(not assigned)"] = dict(errors=[f"not part of the assignment, not graded: {', '.join(extra)}"], exercises=[])
+        res["(not assigned)"] = dict(errors=[f"not part of the assignment, not graded: {', '.join(extra)}"],
+                                     exercises=[])
     return dict(student=student, notebooks=res)
 
 # %% ../nbs/96_classroom.ipynb #678780e5
@@ -272,7 +306,8 @@ def feedback_markdown(result: dict) -> str:
     for nb, r in result["notebooks"].items():
         out += [f"## {nb}", ""]
         if r["exercises"]:
-            out += ["| exercise | points |", "|---|---|"] + [f"| {e['exercise']} | {e['points']:g} / {e['max_points']:g} |" for e in r["exercises"]] + [""]
+            out += ["| exercise | points |", "|---|---|"]
+            out += [f"| {e['exercise']} | {e['points']:g} / {e['max_points']:g} |" for e in r["exercises"]] + [""]
         for e in r["exercises"]:
             head, *rest = e["feedback"].split("\n")
             out += [f"### {'✅' if e['ok'] else '❌'} {e['exercise']}", "", head, ""] + ([*rest, ""] if rest else [])
@@ -289,7 +324,8 @@ def _load(out: Path, student: str) -> dict | None:
     "The stored results of `student` (None: none, unreadable, or not theirs)."
     try: d = json.loads((out / "results" / f"{student_key(student)}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError): return None
-    return d if isinstance(d, dict) and isinstance(d.get("result"), dict) and d["result"].get("student") == student else None
+    ok = isinstance(d, dict) and isinstance(d.get("result"), dict) and d["result"].get("student") == student
+    return d if ok else None
 
 def _tables(out: Path, students: list[str]) -> dict:
     "Rewrite grades.csv and totals.csv for `students` (this run's) from their stored results; returns the totals."
@@ -297,12 +333,15 @@ def _tables(out: Path, students: list[str]) -> dict:
     for s in students:
         if (d := _load(out, s)) is None: continue
         ex = [e for nb in d["result"]["notebooks"].values() for e in nb["exercises"]]
-        rows += [(csv_cell(s), csv_cell(e["exercise"]), f"{e['points']:g}", f"{e['max_points']:g}") for e in ex] or [(csv_cell(s), "", "0", "0")]
+        rows += [(csv_cell(s), csv_cell(e["exercise"]), f"{e['points']:g}", f"{e['max_points']:g}") for e in ex] \
+                or [(csv_cell(s), "", "0", "0")]
         totals[s] = (sum(e["points"] for e in ex), sum(e["max_points"] for e in ex))
     for name, header, data in (("grades.csv", ("student", "exercise", "points", "max"), rows),
-                               ("totals.csv", ("student", "points", "max"), [(csv_cell(s), f"{p:g}", f"{m:g}") for s, (p, m) in totals.items()])):
+                               ("totals.csv", ("student", "points", "max"),
+                                [(csv_cell(s), f"{p:g}", f"{m:g}") for s, (p, m) in totals.items()])):
         tmp = out / f".{name}.{os.getpid()}.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as fh: w = csv.writer(fh); w.writerow(header); w.writerows(data)
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh); w.writerow(header); w.writerows(data)
         os.replace(tmp, out / name)
     return totals
 
@@ -310,26 +349,31 @@ def _tables(out: Path, students: list[str]) -> dict:
 @dataclass
 class GradeReport:
     "What `grade` did."
-    out: Path; graded: list = field(default_factory=list); skipped: list = field(default_factory=list); seconds: float = 0.0
+    out: Path
+    graded: list = field(default_factory=list); skipped: list = field(default_factory=list); seconds: float = 0.0
     totals: dict = field(default_factory=dict)   # student -> (points, max)
     sandbox: str = ""                            # the isolation used (see `llm_course.sandbox.sandbox_mode`)
     seed: int = 0                                # the run's seed
     def __repr__(self):
-        return (f"graded {len(self.graded)} student(s), skipped {len(self.skipped)} already graded (force=True regrades them) "
-                f"in {self.seconds:.1f} s, sandbox: {self.sandbox}; grades in {self.out / 'grades.csv'}, feedback in {self.out / 'feedback'}")
+        return (f"graded {len(self.graded)} student(s), skipped {len(self.skipped)} already graded (force=True "
+                f"regrades them) in {self.seconds:.1f} s, sandbox: {self.sandbox}; "
+                f"grades in {self.out / 'grades.csv'}, feedback in {self.out / 'feedback'}")
 
 def _run_seed(out: Path, force: bool) -> int:
     "The run's seed: kept in out/run.json so that a resumed run uses the same one; a new one with `force`."
     try: seed = None if force else int(json.loads((out / "run.json").read_text())["seed"])
     except (OSError, ValueError, KeyError, TypeError): seed = None
-    if seed is None: seed = random.SystemRandom().randrange(2**31); _write(out / "run.json", json.dumps(dict(seed=seed)))
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31); _write(out / "run.json", json.dumps(dict(seed=seed)))
     return seed
 
 def _fingerprint(files: list[Path], settings: dict) -> str:
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for f in files:
         h.update(f.name.encode())
-        try: h.update(f.read_bytes())
+        try:
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""): h.update(block)
         except OSError: h.update(f"unreadable {time.time()}".encode())      # regraded next time
     return h.hexdigest()
 
@@ -348,7 +392,7 @@ def grade(submissions: str | Path, # one sub-folder (or one file) per student
     "Grade every submission, each notebook sandboxed; resumable; writes grades, totals and feedback."
     from llm_course.sandbox import remove_stale, sandbox_mode
     t0, out, subs_dir = time.time(), Path(out), Path(submissions)
-    points, released = read_assignment(assignment), _released(Path(assignment)) if assignment else {}
+    points, released = read_assignment(assignment), _released(Path(assignment) if assignment else None)
     subs = find_submissions(subs_dir, exclude=(out,) + ((assignment,) if assignment else ()))
     for d in ("results", "feedback", "logs"): (out / d).mkdir(parents=True, exist_ok=True)
     report = GradeReport(out, sandbox=sandbox_mode(sandbox), seed=_run_seed(out, force)); remove_stale()
@@ -369,16 +413,19 @@ def _grade_all(todo: list, out: Path, students: list, points: dict, released: di
                progress: bool, run: dict):
     "Grade the students of `todo`, `workers` at a time; each one's files are written as soon as they are done."
     from tqdm.auto import tqdm
-    bar, lock = tqdm(total=len(todo), desc="grading", unit="student", disable=not progress or not todo), threading.Lock()
+    bar = tqdm(total=len(todo), desc="grading", unit="student", disable=not progress or not todo)
+    lock = threading.Lock()
     def one(job):
         student, where, files, fp = job
-        try: r = grade_student(student, files, points, report.seed, out / "logs", released, where if where.is_dir() else None, **run)
+        folder = where if where.is_dir() else None
+        try: r = grade_student(student, files, points, report.seed, out / "logs", released, folder, **run)
         except Exception as e:              # this student only
             why = f"could not be graded ({type(e).__name__}: {str(e)[:200]})"
             r = dict(student=student, notebooks={"(submission)": dict(errors=[why], exercises=[
                 _zero(n, p, why) for nb in points.values() for n, p in nb.items()])})
         _write(out / "feedback" / f"{student_key(student)}.md", feedback_markdown(r))
-        _write(out / "results" / f"{student_key(student)}.json", json.dumps(dict(fingerprint=fp, result=r)))   # last: marks done
+        # last: the results file marks the student done
+        _write(out / "results" / f"{student_key(student)}.json", json.dumps(dict(fingerprint=fp, result=r)))
         with lock: report.graded.append(student); bar.update(1); _tables(out, students)
     pool, running, jobs = ThreadPoolExecutor(max(1, workers)), set(), iter(todo)
     try:       # never more jobs queued than workers: after Ctrl-C or an error, no new student starts

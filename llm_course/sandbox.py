@@ -4,7 +4,8 @@
 
 # %% ../nbs/96a_sandbox.ipynb #dc6f4368
 from __future__ import annotations
-import ctypes, functools, os, resource, select, shutil, signal, subprocess, sys, tempfile, threading, time, uuid, warnings
+import ctypes, functools, os, resource, select, shutil, signal, subprocess, sys, tempfile, threading, time, uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,8 @@ class Limits:
              ):
         "Set the limits on the current process; they hold for everything it starts."
         for res, v in ((resource.RLIMIT_AS, int(self.memory_gb * (1 << 30))), (resource.RLIMIT_CPU, int(self.cpu_s)),
-                       (resource.RLIMIT_NPROC, nproc_base + self.processes), (resource.RLIMIT_FSIZE, self.file_mb << 20),
+                       (resource.RLIMIT_NPROC, nproc_base + self.processes),
+                       (resource.RLIMIT_FSIZE, self.file_mb << 20),
                        (resource.RLIMIT_NOFILE, self.open_files), (resource.RLIMIT_CORE, 0)):
             resource.setrlimit(res, (v, v))
 
@@ -61,10 +63,11 @@ def sandbox_mode(want: str = "auto", # "auto": the best that works; or insist on
     if want not in ("auto",) + _MODES: raise ValueError(f"unknown sandbox {want!r}: use auto, bwrap, unshare or none")
     root, why = os.geteuid() == 0, {}
     if want in ("auto", "bwrap"):
-        if not shutil.which("bwrap"): why["bwrap"] = "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+        if not shutil.which("bwrap"): why["bwrap"] = "bwrap is not installed (apt-get install bubblewrap)"
         elif root and not shutil.which("setpriv"): why["bwrap"] = "setpriv (util-linux) is missing"
         else:
-            why["bwrap"] = _probe(["bwrap", *_bwrap_base(root), "--ro-bind", "/", "/", "--", *_drop(root, _UID_BASE), "true"], None)
+            cmd = ["bwrap", *_bwrap_base(root), "--ro-bind", "/", "/", "--", *_drop(root, _UID_BASE), "true"]
+            why["bwrap"] = _probe(cmd, None)
         if not why["bwrap"]: return "bwrap"
     if want in ("auto", "unshare"):
         why["unshare"] = _probe(_unshare_prefix() + ["true"], _UID_BASE if root else None) if shutil.which("unshare") \
@@ -88,12 +91,12 @@ def _unshare_prefix() -> list[str]:
     return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
 
 def _warn(why: dict, mode: str) -> str:
-    lost = ("no network namespace and no private file system: student code CAN reach the network and read every file"
-            " the grader's user can read") if mode == "none" else "no private file system: student code can read every" \
-           " file the grader's user can read (the network is cut)"
+    lost = ("no network namespace and no private file system: student code CAN reach the network and read every"
+            " file the grader's user can read") if mode == "none" else \
+           "no private file system: student code can read every file the grader's user can read (the network is cut)"
     tried = "; ".join(f"{k}: {v}" for k, v in why.items() if v)
-    warnings.warn(f"SANDBOX REDUCED to '{mode}': {lost}. Tried {tried}. Fix: install bubblewrap (apt-get install bubblewrap)"
-                  " or grade inside a container.", SandboxWarning, stacklevel=3)
+    warnings.warn(f"SANDBOX REDUCED to '{mode}': {lost}. Tried {tried}. Fix: install bubblewrap "
+                  "(apt-get install bubblewrap) or grade inside a container.", SandboxWarning, stacklevel=3)
     return mode
 
 # %% ../nbs/96a_sandbox.ipynb #a87f2520
@@ -105,7 +108,9 @@ def _bwrap_args(argv: list[str], readable: list[Path], hidden: list[Path], env: 
     for p in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(p): a += ["--symlink", os.readlink(p), p]
         elif os.path.isdir(p): a += ["--ro-bind", p, p]
-    roots = sorted({Path(os.path.realpath(p)) for p in ["/usr", "/etc", sys.prefix, sys.base_prefix, *readable] if os.path.exists(p)}, key=lambda p: len(p.parts))
+    roots = [p for p in ["/usr", "/etc", sys.prefix, sys.base_prefix, *readable] if os.path.exists(p)]
+    roots = {Path(os.path.realpath(p)) for p in roots}
+    roots = sorted(roots, key=lambda p: len(p.parts))
     for r in roots:
         if any(r != o and r.is_relative_to(o) for o in roots): continue
         for d in list(r.parents)[::-1][1:]:
@@ -128,16 +133,16 @@ def _leftovers(uid: int | None, token: str) -> list[int]:
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) == os.getpid(): continue
         try:
-            if uid is not None and f"\t{uid}\t" in (d / "status").read_text().split("Uid:", 1)[1].split("\n", 1)[0] + "\t":
-                out.append(int(d.name))
+            uids = (d / "status").read_text().split("Uid:", 1)[1].split("\n", 1)[0].split()
+            if uid is not None and str(uid) in uids: out.append(int(d.name))
             elif tag in (d / "environ").read_bytes(): out.append(int(d.name))
         except (OSError, IndexError): pass
     return out
 
 def _user_processes() -> int:
     "How many processes the current user has (the kernel counts them against RLIMIT_NPROC)."
-    me = f"\t{os.getuid()}\t"
-    return sum(1 for d in Path("/proc").iterdir() if d.name.isdigit() and _safe_read(d / "status").find("Uid:" + me) >= 0)
+    me = f"Uid:\t{os.getuid()}\t"
+    return sum(1 for d in Path("/proc").iterdir() if d.name.isdigit() and me in _safe_read(d / "status"))
 
 def _safe_read(p: Path) -> str:
     try: return p.read_text()
@@ -145,7 +150,7 @@ def _safe_read(p: Path) -> str:
 
 # %% ../nbs/96a_sandbox.ipynb #154fc262
 class Sandbox:
-    "One isolated run of `argv`: start it, talk to it through its stdin and a private pipe, and kill all of it at the end."
+    "One isolated run of `argv`: start it, talk to it through stdin and a private pipe, kill all of it at the end."
     MAX_MESSAGE = 64 << 20
 
     def __init__(self, argv: list[str], # the command, e.g. [sys.executable, "-m", "llm_course.autograde"]
@@ -158,7 +163,8 @@ class Sandbox:
                  log: str | Path | None = None, # file for what the run prints
                 ):
         self.argv, self.folder, self.limits, self.want = list(argv), folder and Path(folder), limits or Limits(), mode
-        self.readable, self.hidden, self.env, self.log = [Path(p) for p in readable], [Path(p) for p in hidden], env or {}, log
+        self.readable, self.hidden = [Path(p) for p in readable], [Path(p) for p in hidden]
+        self.env, self.log = env or {}, log
         self.proc, self.mode, self._buf, self._tmp, self._uid = None, None, bytearray(), None, None
         self.returncode, self._eof = None, False   # after `stop`: the exit code (negative: the signal that killed it)
         self.token = uuid.uuid4().hex
@@ -170,15 +176,16 @@ class Sandbox:
 def _others_can_use(paths: list) -> bool:
     "Whether a user without rights of its own can reach `paths` (every folder above them searchable by others)."
     for p in map(lambda p: Path(os.path.realpath(p)), paths):
-        if any(not os.stat(d).st_mode & 0o001 for d in [*p.parents][:-1][::-1] + ([p] if p.is_dir() else [])): return False
+        folders = [*p.parents][:-1][::-1] + ([p] if p.is_dir() else [])
+        if any(not os.stat(d).st_mode & 0o001 for d in folders): return False
     return True
 
 def _take_uid(mode: str, readable: list) -> int | None:
     "A user id of its own for a run, when the grader is root (and, without bubblewrap, that user can reach Python)."
     if os.geteuid() != 0: return None
     if mode != "bwrap" and not _others_can_use([sys.executable, sys.prefix, sys.base_prefix, *readable]):
-        warnings.warn(f"Python ({os.path.realpath(sys.executable)}) is in a folder other users cannot enter: without bubblewrap "
-                      "the student's code runs as root", SandboxWarning, stacklevel=3)
+        warnings.warn(f"Python ({os.path.realpath(sys.executable)}) is in a folder other users cannot enter: without "
+                      "bubblewrap the student's code runs as root", SandboxWarning, stacklevel=3)
         return None
     with _uid_lock:
         if not _free_uids: raise RuntimeError(f"more than {_UID_COUNT} sandboxed runs at once")
@@ -212,8 +219,9 @@ def _start(self):
     else: cmd, uid = (_unshare_prefix() if self.mode == "unshare" else []) + self.argv, self._uid
     def pre(): self.limits.apply(base); _as_user(uid)
     out = open(self.log, "wb") if self.log else subprocess.DEVNULL
-    try: self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, pass_fds=fds, env=env,
-                                      cwd=work if self.mode != "bwrap" else "/", start_new_session=True, preexec_fn=pre)
+    try: self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, pass_fds=fds,
+                                      env=env, cwd=work if self.mode != "bwrap" else "/", start_new_session=True,
+                                      preexec_fn=pre)
     finally:
         for fd in fds: os.close(fd)
         if self.log: out.close()

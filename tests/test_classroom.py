@@ -204,7 +204,7 @@ def test_reference_use_and_output_inside_submissions(tmp_path):
     r = C.grade(S, S / "graded", A, timeout=30, progress=False)           # the output folder inside is not a student
     assert r.totals == {"mallory": (0, 1)}
     text = (S / "graded" / "feedback" / "mallory.md").read_text()
-    assert "cell 2 reads the course's exercise registry (it holds the answers) (`EXERCISES`)" in text and "data.csv" not in text
+    assert "cell 2 reads the course's exercise registry (it has the answers) (`EXERCISES`)" in text and "data.csv" not in text
 
 
 def test_hard_limit_kills_a_notebook_that_ignores_the_alarm(tmp_path):

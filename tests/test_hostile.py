@@ -2,7 +2,7 @@
 
 Honest work gets full marks, every cheat 0 for what it cheated on, nobody else's score moves, no student is added,
 no process survives, the teacher's files are intact and the run completes. About a minute on 2 loaded cores
-(33 sandboxed notebook runs, 2 workers, 3 s per cell)."""
+(34 sandboxed notebook runs, 2 workers, 3 s per cell)."""
 import contextlib, csv, hashlib, io, json, os, socket, threading
 from pathlib import Path
 
@@ -129,6 +129,8 @@ def run(tmp_path_factory):
     put(S / "one" / "hw01.ipynb", released(RIGHT))
     put(S / "pat o" / "hw01.ipynb", released(RIGHT)); put(S / "pat_o" / "hw01.ipynb", released(WRONG))
     put(S / "=1+2" / "hw01.ipynb", released(RIGHT))
+    put(S / "linker" / "hw01.ipynb", released(RIGHT))                      # links to an endless file and the teacher's
+    (S / "linker" / "zeros").symlink_to("/dev/zero"); (S / "linker" / "notes.txt").symlink_to(teacher)
 
     before, sleeps = digest(S, A, teacher), sandbox_processes()
     out, err = io.StringIO(), io.StringIO()
@@ -152,7 +154,7 @@ def test_the_run_completes(run):
 
 def test_scores(run):
     want = dict(honest=11, blank=0, writer=0, procreader=0, killer=1, deleter=1, sleeper=1, hog=1, net=1, patcher=0,
-                framepeek=0, registry=0, solexec=0, getattrs=0, sneaky=0, fakepass=0, looper=1, exiter=1, empty=0, one=1)
+                framepeek=0, registry=0, solexec=0, getattrs=0, sneaky=0, fakepass=0, looper=1, exiter=1, empty=0, one=1, linker=1)
     want.update({"pat o": 1, "pat_o": 0.5, "'=1+2": 1})
     assert totals(run) == {s: (p, 11.0) for s, p in want.items()}       # no extra student, nobody's maximum shrinks
 
