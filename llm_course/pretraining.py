@@ -16,17 +16,18 @@ from torch.utils.data import Dataset
 import llm_course
 from .core import atomic_dir, cache_dir, get_device, get_profile, set_seed
 from .data import load_corpus
-from .tokenization import BPETokenizer, corpus_tokenizer, MASK, CLS, SEP, PAD
+from .tokenization import BPETokenizer, corpus_tokenizer, MASK, CLS, SEP, PAD, EOT
 from .transformer import GPT, GPTConfig, EncoderConfig, EncoderForMaskedLM
 from .training import Batches, TrainConfig, fit
 from .evaluation import lm_nll, perplexity
 
 # %% auto #0
 __all__ = ['KINDS', 'CHECKPOINTS_DIR', 'SAMPLE_SETTINGS', 'MINILM_MLM_STEPS', 'MINILM_MLM_BATCH', 'MINILM_MLM_BLOCK',
-           'causal_lm_pair', 'LMBlocks', 'mask_tokens', 'masking_stats', 'MLMBlocks', 'mlm_nll', 'token_nll',
-           'valid_loss', 'unigram_cross_entropy', 'PretrainRun', 'pretrain', 'save_model_checkpoint',
-           'list_checkpoints', 'load_checkpoint_model', 'heldout_data', 'checkpoint_valid_loss', 'top_k_filter',
-           'top_p_filter', 'next_token', 'KVCache', 'generate', 'generate_text', 'sample_table',
+           'causal_lm_pair', 'pretraining_ids', 'LMBlocks', 'mask_tokens', 'masking_stats', 'MLMBlocks', 'mlm_nll',
+           'token_nll', 'valid_loss', 'unigram_log_probs', 'unigram_cross_entropy', 'PretrainRun', 'pretrain',
+           'masked_position_nll', 'masked_lm_baselines', 'save_model_checkpoint', 'list_checkpoints',
+           'load_checkpoint_model', 'heldout_data', 'checkpoint_valid_loss', 'top_k_filter', 'top_p_filter',
+           'next_token', 'KVCache', 'generate', 'generate_text', 'kv_cache_speedups', 'sample_table',
            'generation_playground', 'masked_positions_loss', 'minilm_mlm_blocks', 'load_minilm_mlm', 'fill_mask']
 
 # %% ../nbs/05_pretraining.ipynb #d174b8ee
@@ -35,6 +36,18 @@ def causal_lm_pair(ids: torch.Tensor, # (..., T+1) token ids
     "Inputs and next-token targets of a causal LM: `(ids[..., :-1], ids[..., 1:])`."
     if ids.size(-1) < 2: raise ValueError(f"A causal LM example needs at least 2 tokens (one input, one target), got {ids.size(-1)}.")
     return ids[..., :-1], ids[..., 1:]
+
+# %% ../nbs/05_pretraining.ipynb #dd549868
+def pretraining_ids(tok: BPETokenizer, # the course tokenizer (it has the `<|endoftext|>` special token)
+                    n_chars: int | None = None, # characters of corpus text (see `load_corpus`)
+                    split: str = "train", # "train" or "valid" (the held-out articles)
+                   ) -> torch.Tensor:
+    "The corpus as one token stream: each article's ids, with the end-of-text token between two articles."
+    eot, ids = tok.token_to_id(EOT), []
+    for k, article in enumerate(load_corpus(n_chars, split).split("\n\n")):   # load_corpus separates articles by blank lines
+        if k: ids.append(eot)
+        ids.extend(tok.encode(article, allowed_special="none"))
+    return torch.tensor(ids, dtype=torch.long)
 
 # %% ../nbs/05_pretraining.ipynb #c7bcf121
 class LMBlocks(Dataset):
@@ -62,9 +75,13 @@ def mask_tokens(input_ids: torch.Tensor, # (..., T) token ids (not modified)
                 mlm_probability: float = 0.15, # chance that an ordinary token is chosen
                 attention_mask: torch.Tensor | None = None, # (..., T) 0 at padding, which is never chosen
                 generator: torch.Generator | None = None, # the random draws (CPU); None: torch's global generator
+                mask_frac: float = 0.8, # share of the chosen tokens that become the mask token (validation: 1.0)
+                random_frac: float = 0.1, # share that become a random ordinary token; the rest stay as they are
                ) -> tuple[torch.Tensor, torch.Tensor]:
     "BERT's masking: returns `(corrupted ids, labels)`; chosen tokens are 80% [MASK], 10% random, 10% kept; labels -100 where not chosen."
     if not 0 < mlm_probability < 1: raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
+    if min(mask_frac, random_frac) < 0 or mask_frac + random_frac > 1:
+        raise ValueError(f"mask_frac and random_frac must be >= 0 with a sum <= 1, got {mask_frac} and {random_frac}")
     if not 0 <= mask_token_id < vocab_size: raise ValueError(f"mask_token_id {mask_token_id} is not an id of a vocabulary of {vocab_size}")
     special = torch.tensor(sorted(set(int(i) for i in special_ids) | {mask_token_id}), dtype=torch.long)
     ordinary = torch.ones(vocab_size, dtype=torch.bool).index_fill_(0, special, False).nonzero().flatten()   # ids a random replacement may take
@@ -74,9 +91,9 @@ def mask_tokens(input_ids: torch.Tensor, # (..., T) token ids (not modified)
     # 1) choose 15% of the ordinary tokens
     chosen = (torch.rand(ids.shape, generator=generator).to(ids.device) < mlm_probability) & eligible
     labels[~chosen] = -100
-    # 2) split the chosen ones 80 / 10 / 10
+    # 2) split the chosen ones 80 / 10 / 10 (mask_frac / random_frac / the rest)
     r = torch.rand(ids.shape, generator=generator).to(ids.device)
-    to_mask, to_random = chosen & (r < 0.8), chosen & (r >= 0.8) & (r < 0.9)
+    to_mask, to_random = chosen & (r < mask_frac), chosen & (r >= mask_frac) & (r < mask_frac + random_frac)
     ids[to_mask] = mask_token_id
     pick = torch.randint(len(ordinary), (int(to_random.sum()),), generator=generator)
     ids[to_random] = ordinary[pick].to(ids.device)
@@ -110,6 +127,8 @@ class MLMBlocks(Dataset):
                  special_ids: Sequence[int], # ids never chosen for masking
                  mlm_probability: float = 0.15, # chance that an ordinary token is chosen
                  seed: int | None = None, # None: new masks at every read (training); an int: fixed masks (validation)
+                 mask_frac: float = 0.8, # share of the chosen tokens shown as the mask token (1.0 for validation)
+                 random_frac: float = 0.1, # share shown as a random token (0.0 for validation)
                 ):
         self.ids = torch.as_tensor(ids, dtype=torch.long).flatten()
         if block_size < 3: raise ValueError(f"block_size must be at least 3 ([CLS], one token, [SEP]), got {block_size}")
@@ -117,6 +136,7 @@ class MLMBlocks(Dataset):
         if self.n < 1: raise ValueError(f"{len(self.ids)} tokens are too few for one block of {block_size - 2} tokens plus [CLS] and [SEP].")
         self.cls_id, self.sep_id, self.mask_id, self.vocab_size = cls_id, sep_id, mask_id, vocab_size
         self.special_ids, self.mlm_probability, self.seed = list(special_ids), mlm_probability, seed
+        self.mask_frac, self.random_frac = mask_frac, random_frac
 
     @classmethod
     def from_tokenizer(cls, tok: BPETokenizer, # the course tokenizer (its special tokens)
@@ -132,7 +152,8 @@ class MLMBlocks(Dataset):
         x = torch.cat([torch.tensor([self.cls_id]), self.ids[i * self.body:(i + 1) * self.body], torch.tensor([self.sep_id])])
         g = None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + i)
         while True:   # a block with no chosen token has no loss at all: draw again (rare unless blocks are tiny)
-            input_ids, labels = mask_tokens(x, self.mask_id, self.vocab_size, self.special_ids, self.mlm_probability, generator=g)
+            input_ids, labels = mask_tokens(x, self.mask_id, self.vocab_size, self.special_ids, self.mlm_probability, generator=g,
+                                            mask_frac=self.mask_frac, random_frac=self.random_frac)
             if (labels != -100).any(): return dict(input_ids=input_ids, labels=labels)
 
 # %% ../nbs/05_pretraining.ipynb #24cdee59
@@ -175,15 +196,22 @@ def valid_loss(model: nn.Module, data, batch_size: int = 32) -> float:
     "The token-weighted mean NLL of `model` on `data` (see `token_nll`)."
     return (lambda s, n: s / n)(*token_nll(model, data, batch_size))
 
+def unigram_log_probs(tokenizer: BPETokenizer, # the course tokenizer
+                      profile=None, # its training text is the profile's corpus; default `get_profile()`
+                     ) -> torch.Tensor:
+    "(V,) log-frequencies of the tokens of the training stream (`pretraining_ids`), +0.5 smoothing: the unigram model."
+    p = profile or get_profile()
+    counts = torch.bincount(pretraining_ids(tokenizer, p.corpus_chars), minlength=tokenizer.vocab_size).double() + 0.5
+    return (counts / counts.sum()).log()
+
 def unigram_cross_entropy(tokenizer: BPETokenizer, # the course tokenizer
                           profile=None, # its training text is the profile's corpus; default `get_profile()`
                           valid_chars: int | None = None, # held-out characters; default a tenth of `profile.corpus_chars`
                          ) -> float:
-    "Baseline: NLL per held-out token of a model that knows only token frequencies (counts in the training text, +0.5 smoothing)."
+    "Baseline: NLL per held-out token of a model that knows only token frequencies (`unigram_log_probs`)."
     p = profile or get_profile()
-    counts = torch.bincount(torch.tensor(tokenizer.encode(load_corpus(p.corpus_chars))), minlength=tokenizer.vocab_size).double() + 0.5
-    held = torch.tensor(tokenizer.encode(load_corpus(valid_chars or p.corpus_chars // 10, split="valid")))
-    return -(counts / counts.sum()).log()[held].mean().item()
+    held = pretraining_ids(tokenizer, valid_chars or p.corpus_chars // 10, split="valid")
+    return -unigram_log_probs(tokenizer, p)[held].mean().item()
 
 # %% ../nbs/05_pretraining.ipynb #17b0bc64
 class PretrainRun(NamedTuple):
@@ -212,8 +240,8 @@ def pretrain(kind: str = "gpt", # "gpt" (causal LM) or "encoder" (masked LM)
     if kind not in KINDS: raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     p = profile or get_profile()
     tok = corpus_tokenizer(p)
-    train_ids = torch.tensor(tok.encode(load_corpus(p.corpus_chars)))
-    valid_ids = torch.tensor(tok.encode(load_corpus(valid_chars or p.corpus_chars // 10, split="valid")))
+    train_ids = pretraining_ids(tok, p.corpus_chars)
+    valid_ids = pretraining_ids(tok, valid_chars or p.corpus_chars // 10, split="valid")
     set_seed(seed)
     if kind == "gpt":
         model = GPT(GPTConfig.from_profile(p, vocab_size=tok.vocab_size, **model_overrides))
@@ -221,13 +249,51 @@ def pretrain(kind: str = "gpt", # "gpt" (causal LM) or "encoder" (masked LM)
     else:
         model = EncoderForMaskedLM(EncoderConfig.from_profile(p, vocab_size=tok.vocab_size, **model_overrides))
         train = MLMBlocks.from_tokenizer(tok, train_ids, p.block_size)
-        valid = MLMBlocks.from_tokenizer(tok, valid_ids, p.block_size, seed=seed)
+        valid = MLMBlocks.from_tokenizer(tok, valid_ids, p.block_size, seed=seed, mask_frac=1.0, random_frac=0.0)   # every scored position masked
     model.to(device or get_device())
     steps = max_steps or p.max_steps
     cfg = TrainConfig(lr=lr or p.lr, max_steps=steps, warmup_steps=max(1, steps // 20), min_lr_ratio=0.1, batch_size=p.batch_size,
                       eval_every=min(eval_every or p.eval_every, steps), seed=seed, progress=progress, plot=False)
     history = fit(model, train, valid, cfg, callbacks, eval_fn=lambda m, d: {"loss": valid_loss(m, d, p.batch_size)})
     return PretrainRun(model.eval(), tok, history, train, valid)
+
+# %% ../nbs/05_pretraining.ipynb #62ff09f8
+@torch.no_grad()
+def masked_position_nll(model: nn.Module, # an `EncoderForMaskedLM` (or a Hugging Face masked LM)
+                        data: MLMBlocks, # blocks with fixed masks (`seed` set)
+                        batch_size: int = 32, # blocks per forward pass
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The NLL of every scored position of `data`, in order, and the index of the block each one is in."
+    was_training, device, nll, block = model.training, next(model.parameters()).device, [], []
+    model.eval()
+    try:
+        for start in range(0, len(data), batch_size):
+            items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
+            ids, labels = (torch.stack([it[k] for it in items]) for k in ("input_ids", "labels"))
+            logits = _logits(model(input_ids=ids.to(device))).float().cpu()      # (B, T, V)
+            where = labels != -100
+            nll.append(F.cross_entropy(logits[where], labels[where], reduction="none"))
+            block.append(where.nonzero()[:, 0] + start)
+    finally: model.train(was_training)
+    return torch.cat(nll), torch.cat(block)
+
+# %% ../nbs/05_pretraining.ipynb #34c478df
+def masked_lm_baselines(data: MLMBlocks, # blocks with fixed masks (`seed` set)
+                        log_probs: torch.Tensor, # (V,) unigram log-probabilities, from `unigram_log_probs`
+                       ) -> dict[str, torch.Tensor]:
+    "Per scored position (the order of `masked_position_nll`), the NLL of two models that ignore the context."
+    kept = 1 - data.mask_frac - data.random_frac           # share of the chosen tokens shown unchanged
+    p_copy = kept / (1 - data.mask_frac) if data.mask_frac < 1 else 0.0   # P(shown token is the answer | not <mask>)
+    log = lambda p: math.log(p) if p > 0 else -math.inf
+    uni, copy = [], []
+    for i in range(len(data)):
+        b = data[i]; where = b["labels"] != -100
+        target, shown = b["labels"][where], b["input_ids"][where]
+        lp = log_probs[target].double()
+        # unigram + copy: when the input shows a token (not <mask>), bet p_copy on it and the rest on the unigram model
+        bet = torch.logaddexp(log(1 - p_copy) + lp, torch.where(shown == target, log(p_copy), -math.inf).double())
+        uni.append(-lp); copy.append(-torch.where(shown == data.mask_id, lp, bet))
+    return {"unigram": torch.cat(uni), "unigram_copy": torch.cat(copy)}
 
 # %% ../nbs/05_pretraining.ipynb #af88b2e4
 CHECKPOINTS_DIR = Path(llm_course.__file__).resolve().parent / "checkpoints"
@@ -280,16 +346,18 @@ def heldout_data(model: nn.Module, # a GPT or EncoderForMaskedLM with its `.toke
                  valid_chars: int, # characters of held-out text
                  seed: int = 0, # the masking seed (encoder only)
                  tokenizer: BPETokenizer | None = None,
+                 training_masks: bool = False, # encoder: the 80/10/10 masks of training instead of every scored position masked
                 ) -> Dataset:
-    "The held-out articles as `LMBlocks` (GPT) or fixed-mask `MLMBlocks` (encoder) for this model."
+    "The held-out articles (joined by `<|endoftext|>`) as `LMBlocks` (GPT) or fixed-mask `MLMBlocks` (encoder) for this model."
     tok = tokenizer or model.tokenizer
-    ids = torch.tensor(tok.encode(load_corpus(valid_chars, split="valid")))
+    ids = pretraining_ids(tok, valid_chars, split="valid")
     if isinstance(model, GPT): return LMBlocks(ids, model.config.block_size)
-    return MLMBlocks.from_tokenizer(tok, ids, model.config.block_size, seed=seed)
+    split = {} if training_masks else dict(mask_frac=1.0, random_frac=0.0)
+    return MLMBlocks.from_tokenizer(tok, ids, model.config.block_size, seed=seed, **split)
 
 def checkpoint_valid_loss(model: nn.Module, # from `load_checkpoint_model`
                          ) -> float:
-    "Recompute the validation loss stated in `model.metadata` (same held-out text, same masks)."
+    "Recompute the validation loss stated in `model.metadata` (same held-out text; encoder: same masks, every scored position masked)."
     m = model.metadata
     return valid_loss(model, heldout_data(model, m["valid_chars"], m.get("seed", 0)))
 
@@ -357,7 +425,7 @@ def generate(model: GPT, # a causal LM with `forward(idx, cache=...) -> (logits,
              top_p: float | None = None, # sample within the nucleus of probability p
              use_cache: bool = True, # reuse keys and values (fast) or recompute the whole window every step
              generator: torch.Generator | None = None, # seeds the sampling; None: torch's global generator
-             eos_id: int | None = None, # stop once every row has produced this token
+             eos_id: int | None = None, # stop once every row has produced this token; a finished row is filled with it
             ) -> torch.Tensor:
     "The prompt followed by `max_new_tokens` generated ids, (B, T + new)."
     device = next(model.parameters()).device
@@ -379,6 +447,7 @@ def generate(model: GPT, # a causal LM with `forward(idx, cache=...) -> (logits,
                 logits = model(inp, cache=cache)[0][:, -1]
             else: logits = model(tokens[:, start:])[0][:, -1]                              # recompute the whole window
             nxt = next_token(logits, temperature, top_k, top_p, generator)
+            if eos_id is not None: nxt = nxt.masked_fill(done[:, None], eos_id)          # a finished row only repeats the end
             tokens = torch.cat([tokens, nxt], dim=1)
             if eos_id is not None:
                 done |= nxt[:, 0] == eos_id
@@ -397,6 +466,25 @@ def generate_text(model: GPT, # a causal LM
     if not prompt: raise ValueError("prompt is empty: give the model at least one token to continue")
     g = None if seed is None else torch.Generator().manual_seed(seed)
     return tokenizer.decode(generate(model, tokenizer.encode(prompt), max_new_tokens, generator=g, **kwargs)[0].tolist())
+
+# %% ../nbs/05_pretraining.ipynb #d6173ded
+def kv_cache_speedups(config: GPTConfig, # width, depth and vocabulary of the GPTs to time (block_size is replaced)
+                      contexts: Sequence[int], # context lengths: each model has this block_size and generates that many tokens
+                      reps: int = 2, # timed runs per setting, in alternation; the fastest is kept
+                      device=None, # where to run; default `get_device()`
+                     ) -> list[dict]:
+    "Tokens per second of greedy generation with and without the KV cache, for random-weight GPTs at several context lengths."
+    rows = []
+    for T in contexts:
+        set_seed(0)
+        model = GPT(dataclasses.replace(config, block_size=T)).to(device or get_device()).eval()
+        prompt, best = torch.zeros(1, 1, dtype=torch.long), {True: float("inf"), False: float("inf")}
+        for _ in range(reps):
+            for use_cache in (True, False):            # alternate, so machine noise hits both alike
+                t0 = time.perf_counter(); generate(model, prompt, T - 1, temperature=0, use_cache=use_cache)
+                best[use_cache] = min(best[use_cache], time.perf_counter() - t0)
+        rows.append(dict(context=T, cache_tok_s=(T - 1) / best[True], no_cache_tok_s=(T - 1) / best[False], speedup=best[False] / best[True]))
+    return rows
 
 # %% ../nbs/05_pretraining.ipynb #357480ae
 SAMPLE_SETTINGS = {"greedy": dict(temperature=0), "temperature 0.7": dict(temperature=0.7), "temperature 1.5": dict(temperature=1.5),

@@ -4,7 +4,8 @@
     python scripts/make_checkpoints.py --only gpt --profile ci --out /tmp/ckpts   # a quick try
 
 Each checkpoint folder gets model.safetensors, config.json, tokenizer.json and metadata.json; the metadata records the
-validation loss measured at the end of training on the held-out articles, which tests/test_pretraining.py recomputes.
+validation loss measured at the end of training on the held-out articles (joined by <|endoftext|>, as in training; for the
+encoder every scored position is masked), which tests/test_pretraining.py recomputes.
 Load them with `llm_course.pretraining.load_checkpoint_model(name)`.
 """
 import argparse, json, os, platform, time
@@ -31,8 +32,10 @@ def main(argv=None):
         seconds = time.perf_counter() - t0
         nll, n = token_nll(run.model, heldout_data(run.model, valid_chars, args.seed, tokenizer=run.tokenizer))
         meta = dict(name=kind, model_class=type(run.model).__name__, profile=p.name, steps=run.history.steps[-1], seed=args.seed,
-                    valid_loss=nll / n, valid_tokens=n, valid_chars=valid_chars, valid_text="load_corpus(valid_chars, split='valid')",
+                    valid_loss=nll / n, valid_tokens=n, valid_chars=valid_chars,
+                    valid_text="pretraining_ids(tokenizer, valid_chars, 'valid'): held-out articles joined by <|endoftext|>",
                     objective="causal LM (next token)" if kind == "gpt" else "masked LM (15% chosen, 80/10/10)",
+                    valid_masks=None if kind == "gpt" else "every scored position [MASK] (fixed by the seed)",
                     num_params=sum(p_.numel() for p_ in run.model.parameters()), train_chars=p.corpus_chars, batch_size=p.batch_size,
                     lr=p.lr, train_seconds=round(seconds, 1), threads=torch.get_num_threads(), torch=torch.__version__,
                     machine=f"{platform.machine()} {os.cpu_count()} cpus", built=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

