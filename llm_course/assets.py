@@ -21,11 +21,11 @@ go_offline()  # must run before `transformers` is imported below: it reads the s
 # %% auto #0
 __all__ = ['OFFLINE_SWITCHES', 'MANIFEST', 'SMOLLM2_MESSAGE', 'go_offline', 'minilm_path', 'load_minilm_tokenizer', 'load_minilm',
            'load_minilm_classifier', 'model_summary', 'mean_pool', 'sentence_embeddings', 'TokenizerMismatchError',
-           'check_tokenizer_matches', 'cache_info', 'folder_ok', 'build_once', 'load_cached', 'smollm2_path',
-           'load_smollm2_tokenizer', 'load_smollm2']
+           'check_tokenizer_matches', 'sha256_file', 'cache_info', 'folder_ok', 'damaged_files', 'build_once',
+           'load_cached', 'smollm2_path', 'load_smollm2_tokenizer', 'load_smollm2']
 
 # %% ../nbs/01a_assets.ipynb #74a7fee7
-import contextlib, functools, json, shutil, time, uuid
+import contextlib, functools, hashlib, json, shutil, time, uuid
 from pathlib import Path
 from typing import Callable
 
@@ -147,6 +147,10 @@ def check_tokenizer_matches(model, # a transformers model
 # %% ../nbs/01a_assets.ipynb #3e3b28a2
 MANIFEST = "manifest.json"
 
+def sha256_file(path: str | Path) -> str:
+    "The SHA-256 hex digest of a file, read in chunks."
+    with open(path, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
+
 def cache_info(path: str | Path, # a folder written by `build_once`
               ) -> dict:
     "The manifest of a cached folder: its files and sizes, when it was built and how long that took; {} if unreadable."
@@ -162,8 +166,14 @@ def folder_ok(path: str | Path, # a folder written by `build_once`
     if not is_complete(path): return False
     info = cache_info(path)
     files = info.get("files")
-    if not isinstance(files, dict) or not files or "build_id" not in info: return False
+    if not isinstance(files, dict) or not files or "build_id" not in info or not isinstance(info.get("sha256"), dict): return False
     return all((path / f).is_file() and (path / f).stat().st_size == n for f, n in files.items())
+
+def damaged_files(path: str | Path, # a folder written by `build_once`
+                 ) -> list[str]:
+    "The files of a cached folder whose SHA-256 differs from its manifest (or that are missing)."
+    path, hashes = Path(path), cache_info(path).get("sha256") or {}
+    return [f for f, h in hashes.items() if not (path / f).is_file() or sha256_file(path / f) != h] or ([] if hashes else ["manifest.json"])
 
 @contextlib.contextmanager
 def _file_lock(path: Path, what: str):
@@ -210,7 +220,7 @@ def build_once(target: str | Path, # the cached folder
             if not files: raise RuntimeError(f"{what}: the build function wrote no files into {tmp}")
             seconds = time.perf_counter() - t0
             (tmp / MANIFEST).write_text(json.dumps(dict(
-                what=what, files=files, build_seconds=round(seconds, 2), built=time.strftime("%Y-%m-%d %H:%M:%S"),
+                what=what, files=files, sha256={f: sha256_file(tmp / f) for f in files}, build_seconds=round(seconds, 2), built=time.strftime("%Y-%m-%d %H:%M:%S"),
                 build_id=uuid.uuid4().hex, torch=torch.__version__, transformers=transformers.__version__), indent=1))
         print(f"{what}: built in {seconds:.1f} s and cached in {target}", flush=True)
     return target
@@ -221,9 +231,12 @@ def load_cached(target: str | Path, # the cached folder
                 what: str, # a name for messages
                 message: str | None = None, # printed when a build starts
                ):
-    "`load(target)`, building the folder once first; a cached copy that fails to load is rebuilt once."
+    "`load(target)`, building the folder once first; a copy whose hashes differ, or that fails to load, is rebuilt."
     path = build_once(target, build, what, message)
     build_id = cache_info(path).get("build_id")
+    if bad := damaged_files(path):
+        print(f"{what}: {', '.join(bad)} in {path} changed since it was built (SHA-256 differs); rebuilding it", flush=True)
+        path = build_once(target, build, what, message, stale_id=build_id); build_id = cache_info(path).get("build_id")
     try: return load(path)
     except Exception as e:
         print(f"{what}: the cached copy in {path} failed to load ({type(e).__name__}: {str(e)[:200]}); rebuilding it", flush=True)

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from llm_course import assets
-from llm_course.assets import (TokenizerMismatchError, build_once, cache_info, check_tokenizer_matches, folder_ok,
+from llm_course.assets import (TokenizerMismatchError, build_once, cache_info, check_tokenizer_matches, damaged_files, folder_ok,
                                load_minilm, load_minilm_classifier, load_minilm_tokenizer, load_smollm2,
                                load_smollm2_tokenizer, minilm_path, sentence_embeddings, smollm2_path)
 from llm_course.core import asset_path, cache_dir, set_seed
@@ -267,7 +267,8 @@ def test_killed_writer_is_cleaned_up_and_rebuilt(fake_smollm2, tmp_cache):
     assert same_weights(model, reference_weights())
 
 
-@pytest.mark.parametrize("damage", ["truncated weights", "missing file", "missing marker", "garbage header", "empty folder"])
+@pytest.mark.parametrize("damage", ["truncated weights", "missing file", "missing marker", "garbage header", "empty folder",
+                                    "one weight byte flipped"])
 def test_damaged_cache_is_detected_and_rebuilt(fake_smollm2, tmp_cache, damage, capsys):
     load_smollm2()
     target = tmp_cache.joinpath(*TARGET)
@@ -275,16 +276,20 @@ def test_damaged_cache_is_detected_and_rebuilt(fake_smollm2, tmp_cache, damage, 
     if damage == "truncated weights": st.write_bytes(st.read_bytes()[:-100])
     if damage == "missing file": (target / "config.json").unlink()
     if damage == "missing marker": (target / ".complete").unlink()
-    if damage == "garbage header":   # same size, so only loading can tell
+    if damage == "garbage header":   # same size: the sizes pass, the hashes catch it
         data = bytearray(st.read_bytes()); data[8:40] = b"#" * 32; st.write_bytes(bytes(data))
-        assert folder_ok(target)
+        assert folder_ok(target) and damaged_files(target) == ["model.safetensors"]
+    if damage == "one weight byte flipped":   # would load silently with a wrong weight
+        data = bytearray(st.read_bytes()); data[-3] ^= 0x40; st.write_bytes(bytes(data))
+        assert folder_ok(target) and damaged_files(target) == ["model.safetensors"]
     if damage == "empty folder":
         for p in target.iterdir(): p.unlink()
     capsys.readouterr()
     model = load_smollm2()
     out = capsys.readouterr().out
     assert len(fake_smollm2) == 2, out
-    assert ("failed to load" if damage == "garbage header" else "incomplete or damaged") in out
+    same_size = damage in ("garbage header", "one weight byte flipped")
+    assert ("SHA-256 differs" if same_size else "incomplete or damaged") in out
     assert folder_ok(target) and same_weights(model, reference_weights())
     assert leftovers(tmp_cache) == ["smollm2-135m-instruct"]
 
