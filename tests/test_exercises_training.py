@@ -267,3 +267,18 @@ def test_sections_are_headings_of_their_lessons():
         if e.lesson in LESSONS:
             stem, section = e.section.split(": ", 1)
             assert section in lesson_headings(stem), (e.name, e.section)
+
+
+def collate(tokenizer, texts, labels, max_length=128):
+    "Written differently: tokenised one by one, then padded by hand with the tokenizer's pad id."
+    rows = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    T_ = max(map(len, rows))
+    ids = torch.tensor([r + [tokenizer.pad_token_id] * (T_ - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (T_ - len(r)) for r in rows])
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels)}
+
+def test_collate():
+    assert run("collate", collate, seed=4).ok
+    for mistake, wrong in get_exercise("collate").mistakes.items(): assert_named("collate", wrong, mistake)
+    def texts_back(tokenizer, texts, labels, max_length=128): return texts
+    for lazy in (stub, zero, texts_back): assert_zero("collate", lazy)

@@ -21,15 +21,6 @@ def _num(x) -> float | None:
     try: return None if isinstance(x, bool) else float(x)
     except (TypeError, ValueError): return None
 
-def _shows(name: str, seed: int = 0) -> list[str]:
-    "What the usual mistakes of exercise `name` get: one line each, checking that each is named (a demonstration)."
-    e, out = EXERCISES[name], []
-    for mistake, wrong in e.mistakes.items():
-        r = e.run(wrong if e.wants_function else wrong(), seed=seed)
-        assert not r.ok and mistake in r.text(), (name, mistake, r.text())
-        out.append(f"{r.points:g}/{r.max_points:g} points, named: {mistake}")
-    return out
-
 # %% ../../nbs/95c_exercises_adaptation.ipynb #1280d2a2
 def _f1_cases(seed: int) -> list:
     rng = np.random.default_rng(seed)

@@ -26,15 +26,6 @@ def _num(x) -> float | None:
     try: return None if isinstance(x, bool) else float(x)
     except (TypeError, ValueError): return None
 
-def _shows(name: str, seed: int = 0) -> list[str]:
-    "What the usual mistakes of exercise `name` get: one line each, checking that each is named (a demonstration)."
-    e, out = EXERCISES[name], []
-    for mistake, wrong in e.mistakes.items():
-        r = e.run(wrong if e.wants_function else wrong(), seed=seed)
-        assert not r.ok and mistake in r.text(), (name, mistake, r.text())
-        out.append(f"{r.points:g}/{r.max_points:g} points, named: {mistake}")
-    return out
-
 # %% ../../nbs/95b_exercises_training.ipynb #dfcee5a1
 def _lr_cases(seed: int) -> list:
     "Fixed edges (no case where 0 is right, so a do-nothing answer scores 0) and random steps of a random schedule."
@@ -650,6 +641,50 @@ register(Exercise(
     mistakes={"the model is left in train mode (dropout on)":
                   lambda model, tok, texts: model.train()(**tok(texts, padding=True, return_tensors="pt")).logits.softmax(-1)},
     timeout=30))
+
+# %% ../../nbs/95b_exercises_training.ipynb #7f000963
+_COLLATE_TEXTS = ["Shares fell.", "The striker scored twice in the second half of a tense match.", "MPs voted.",
+                  "A new phone goes on sale next week, with a larger screen and a longer battery life."]
+
+def _collate_cases(seed: int) -> list:
+    "Short texts, one very long text with a small max_length, and a random draw of BBC articles."
+    from llm_course.assets import load_minilm_tokenizer
+    from llm_course.data import load_bbc
+    tok, g = load_minilm_tokenizer(), _gen(seed)
+    bbc = load_bbc()
+    pick = torch.randint(len(bbc), (5,), generator=g).tolist()
+    return [Case("4 short texts, max_length=128", (tok, _COLLATE_TEXTS, [0, 1, 2, 1], 128)),
+            Case("a 600-word text among 3 short ones, max_length=32",
+                 (tok, _COLLATE_TEXTS[:3] + [" ".join(["word"] * 600)], [1, 0, 2, 2], 32)),
+            Case("5 BBC articles (random), max_length=64", (tok, [bbc.texts[i] for i in pick], [bbc.labels[i] for i in pick], 64))]
+
+def _collate_ref(tokenizer, texts, labels, max_length=128):
+    from llm_course.data import PadCollate
+    return PadCollate(tokenizer, max_length)([dict(text=t, label=l) for t, l in zip(texts, labels)])
+
+def _collate_with(padding="max_length", use_max_length=False):
+    "The collate function with one usual mistake."
+    def f(tokenizer, texts, labels, max_length=128):
+        enc = tokenizer(texts, padding=padding, truncation=True, return_tensors="pt",
+                        **(dict(max_length=max_length) if use_max_length else {}))
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor(labels)}
+    return f
+
+register(Exercise(
+    name="collate", lesson="06", notebook="ex06_heads", kind="debug",
+    section="06_heads: Fine-tuning all-MiniLM-L6-v2", title="Fix a collate function that pads too much",
+    task="`collate` should turn texts and labels into one training batch: a dict with `input_ids`, `attention_mask` "
+         "(tensors padded to the longest text of the batch, truncated to `max_length` tokens) and `labels`. As written "
+         "every batch is 512 tokens wide, mostly padding. Fix it. The checker compares with lesson 01's `PadCollate`.",
+    signature='def collate(tokenizer, texts: list[str], labels: list[int], max_length: int = 128) -> dict:\n'
+              '    "A batch: input_ids and attention_mask padded to the longest text (at most max_length), labels."',
+    hint="`padding=True` pads to the longest text in the batch; `truncation=True, max_length=max_length` cuts long "
+         "ones; 'max_length' padding without a max_length pads to the tokenizer's model_max_length (512).",
+    cases=_collate_cases, reference=_collate_ref,
+    mistakes={"every batch is padded to the tokenizer's maximum (padding='max_length')": _collate_with(),
+              "max_length is ignored: long texts are cut at the tokenizer's 512, not at max_length":
+                  _collate_with(padding=True)},
+    forbidden=("llm_course.data:PadCollate", "llm_course.data:make_loader"), timeout=30))
 
 # %% ../../nbs/95b_exercises_training.ipynb #90eaa8f6
 FREEZE_METHODS = {"head": ("head", 0.0), "top 1": (1, 3e-3), "all": ("all", 3e-3)}   # name -> (what trains, backbone lr)
