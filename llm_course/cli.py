@@ -8,7 +8,7 @@ import argparse, os, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['nbs_dir', 'find_lessons', 'resolve_lesson', 'run_lesson', 'build_parser', 'main']
+__all__ = ['nbs_dir', 'find_lessons', 'resolve_lesson', 'run_lesson', 'check_model_dir', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #5062f91f
 def nbs_dir(path: str | Path | None = None, # a folder of notebooks; default: $LLM_COURSE_NBS, the clone's nbs/, ./nbs
@@ -73,10 +73,28 @@ def run_lesson(name: str, # lesson name or number, or a notebook path
 
 # %% ../nbs/90_cli.ipynb #c3f9a8e2
 def _cmd_finetune(args) -> int:
-    from llm_course.heads import finetune_csv
-    r = finetune_csv(args.train, args.valid, args.out, base_model=args.base_model, method=args.method, epochs=args.epochs,
-                     max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, seed=args.seed,
-                     progress=not args.quiet)
+    import math, shutil, tempfile
+    from llm_course.heads import finetune_csv, read_labelled_csv
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "head.json").is_file())):
+        raise FileExistsError(f"--out {out} exists and is not a saved classifier: refusing to overwrite it. Choose a new folder.")
+    n = len(read_labelled_csv(args.train, name="train"))
+    planned = args.max_steps or args.epochs * math.ceil(n / args.batch_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.training-", dir=out.parent))   # becomes --out only when finished
+    try:
+        r = finetune_csv(args.train, args.valid, tmp / "model", base_model=args.base_model, method=args.method,
+                         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                         max_length=args.max_length, seed=args.seed, progress=not args.quiet)
+        if r["steps"] < planned:   # fit stops at the end of a step when Ctrl-C is pressed
+            raise KeyboardInterrupt(f"stopped after {r['steps']} of {planned} steps")
+        if out.exists(): os.replace(out, tmp / "old")   # an earlier saved classifier: replaced in one step
+        os.replace(tmp / "model", out); r["out"] = str(out)
+    except KeyboardInterrupt as e:
+        print(f"llm-course finetune: interrupted{f' ({e})' if str(e) else ''}; nothing was saved to {out}. "
+              "Run the same command again to train from the start.", file=sys.stderr)
+        return 130
+    finally: shutil.rmtree(tmp, ignore_errors=True)
     print(f"trained ({r['method']}): {r['steps']} step{'s' if r['steps'] != 1 else ''} in {r['seconds']:.1f} s, trainable {r['trainable']:,} of {r['total']:,} parameters, "
           f"last train loss {r['train_loss']:.4f}" + (f"; valid accuracy {r['valid_accuracy']:.3f}, valid macro-F1 {r['valid_macro_f1']:.3f}"
                                                      if "valid_accuracy" in r else ""))
@@ -86,6 +104,7 @@ def _cmd_finetune(args) -> int:
 def _cmd_predict(args) -> int:
     from llm_course.heads import predict_csv, read_csv
     read_csv(args.input, need=("text",))   # a missing or broken input fails now, before the model loads
+    check_model_dir(args.model)
     r = predict_csv(args.model, args.input, args.output, batch_size=args.batch_size)
     print(f"wrote {r['rows']} predictions to {r['output']}" +
           (f"; against its label column: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}" if "accuracy" in r else ""))
@@ -115,9 +134,34 @@ def _add_finetune_commands(sub):
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_predict)
 
+# %% ../nbs/90_cli.ipynb #d505f29e
+def check_model_dir(path: str | Path, # a folder written by `llm-course finetune`
+                   ) -> Path:
+    "`path` if it holds a complete saved classifier; otherwise a `ValueError` naming the file and the fix."
+    import json
+    path, fix = Path(path), "re-run llm-course finetune to write it again"
+    head = path / "head.json"
+    if not head.is_file(): raise ValueError(f"{path} is not a saved classifier (no head.json): pass the folder written by "
+                                            "llm-course finetune --out")
+    try: meta = json.loads(head.read_text(encoding="utf-8")); meta["backbone"], meta["num_labels"], meta["label_names"]
+    except (ValueError, KeyError, TypeError) as e: raise ValueError(f"{head} is not a valid model description ({e}): {fix}")
+    need = [path / "head.pt"] + ([path / "backbone" / "config.json"] if meta["backbone"] == "transformers"
+                                 else [path / "encoder.json", path / "encoder.pt"])
+    if missing := [str(p) for p in need if not p.is_file()]: raise ValueError(f"{missing[0]} is missing: {fix}")
+    for f in sorted(path.rglob("*.safetensors")):
+        with open(f, "rb") as fh:
+            try:
+                n = int.from_bytes(fh.read(8), "little"); header = json.loads(fh.read(n))
+                end = 8 + n + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError): end = -1
+        if end != f.stat().st_size: raise ValueError(f"{f} is truncated or damaged ({f.stat().st_size} bytes): {fix}")
+    return path
+
+
 # %% ../nbs/90_cli.ipynb #0a461db8
 def _cmd_serve(args) -> int:
     from llm_course.serving import Limits, serve_model
+    check_model_dir(args.model)
     limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     serve_model(args.model, host=args.host, port=args.port, limits=limits, batching=not args.no_batching,
                 log_level="warning" if args.quiet else "info")
@@ -233,8 +277,10 @@ def _quiet():
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `llm-course`; returns the exit status. Errors print one clear line, never a traceback."
+    import csv
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", False): _quiet()
+    csv.field_size_limit(2**31 - 1)   # a long text cell is read whole (the tokenizer cuts it to max_length), not an error
     try: return args.func(args)
     except KeyboardInterrupt:
         print(f"llm-course {args.command}: interrupted", file=sys.stderr)
