@@ -94,3 +94,17 @@ def test_a_rebuild_after_one_edit_executes_one_notebook(tmp_path):
     assert "01_b 48" in (tmp_path / "site" / "01_b.html").read_text()
     (pkg / "m.py").write_text("x = 2\n")  # a package change re-executes everything
     assert ran(build()) == ["00_a.ipynb", "01_b.ipynb"]
+
+
+def test_only_an_unwritten_exercise_counts_as_expected():
+    "A released exercise may raise NotImplementedError or a NameError of its own answer; anything else is an error."
+    import nbformat
+    sol = nbformat.v4.new_code_cell("raise NotImplementedError()", metadata={"nbgrader": {"grade_id": "ln_ablation_solution", "solution": True}})
+    err = lambda e, v: {"output_type": "error", "ename": e, "evalue": v, "traceback": []}
+    nb = nbformat.v4.new_notebook(cells=[sol, nbformat.v4.new_code_cell("ln_ablation"), nbformat.v4.new_code_cell("x")])
+    sol.outputs = [err("NotImplementedError", "")]
+    nb.cells[1].outputs = [err("NameError", "name 'ln_ablation' is not defined")]
+    assert S.errors(nb, "exercises/ex03.ipynb") == []
+    nb.cells[2].outputs = [err("NameError", "name 'x' is not defined")]
+    assert S.errors(nb, "exercises/ex03.ipynb") == ["cell 2: NameError: name 'x' is not defined"]
+    assert len(S.errors(nb, "03_transformer.ipynb")) == 3  # in a lesson, every error counts

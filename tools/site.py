@@ -78,20 +78,29 @@ def execute(rel: str, text: bytes, run_dir: Path, profile: str, flags: set[str],
 NOT_DONE = ("NotImplementedError", "ExerciseFailed")  # what a released exercise raises before the student's work
 
 
-def expected(rel: str, out) -> bool:
-    "True for the error a released exercise is meant to raise (a stub not written yet, a check that fails on it)."
-    return rel.startswith("exercises/") and out.get("ename") in NOT_DONE
+def answers(nb) -> set[str]:
+    "The names a student defines in a released exercise: its nbgrader solution cells' ids without `_solution`."
+    return {c.get("metadata", {}).get("nbgrader", {}).get("grade_id", "").removesuffix("_solution") for c in nb.cells
+            if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+
+
+def expected(rel: str, out, names: set[str] = frozenset()) -> bool:
+    "True for what a released exercise raises before the student's work: a stub, a check, an unwritten answer's name."
+    if not rel.startswith("exercises/"): return False
+    m = re.fullmatch(r"name '(\w+)' is not defined", str(out.get("evalue", "")))
+    return out.get("ename") in NOT_DONE or (out.get("ename") == "NameError" and bool(m) and m[1] in names)
 
 
 def errors(nb, rel: str = "") -> list[str]:
     "Every unexpected error output of an executed notebook, as 'cell N: ExcType: message'."
+    names = answers(nb)
     return [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
-            for o in c.get("outputs", []) if o.get("output_type") == "error" and not expected(rel, o)]
+            for o in c.get("outputs", []) if o.get("output_type") == "error" and not expected(rel, o, names)]
 
 
 def for_reader(nb, rel: str = ""):
     "What a reader sees: no `#| hide` cells, no `#|` directive lines, a sentence where a widget or a stub's error was."
-    cells = []
+    cells, names = [], answers(nb)
     for c in nb.cells:
         if c.cell_type == "code":
             src = _src(c)
@@ -101,7 +110,7 @@ def for_reader(nb, rel: str = ""):
                 if WIDGET in o.get("data", {}):
                     o["data"] = {"text/html": '<p class="site-widget">An interactive widget: run this lesson in '
                                               "JupyterLab (<code>./course lab</code>) to use it.</p>"}
-            c["outputs"] = [o if not expected(rel, o) else nbformat.v4.new_output(
+            c["outputs"] = [o if not expected(rel, o, names) else nbformat.v4.new_output(
                 "display_data", data={"text/html": f'<p class="site-widget">Runs once you have written the exercise '
                                                    f'({o["ename"]} until then).</p>'}) for o in c.get("outputs", [])]
         cells.append(c)
