@@ -7,7 +7,9 @@ reference, 1.00x) in this process and once in a fresh process (what a new kernel
 excluded, but transformers' lazy import of the Llama and tokenizer classes included; a second fresh-process row
 imports those first).
 The same conversion without `_faster_gguf_reads` (plain transformers, which parses the GGUF file three times)
-is timed too. MiniLM's loads are shown for orientation. The table shows each time / the cached load (medians over repeats).
+is timed too. Every cached load checks the SHA-256 hash of each cached file against the manifest (a flipped byte
+keeps the size): once per process and folder, again only if a file's size or time stamp changed; that check is
+timed on its own (uncached). MiniLM's loads are shown for orientation. The table shows each time / the cached load (medians over repeats).
 
     OMP_NUM_THREADS=1 python bench/assets_load.py              # 3 repeats of the cached loads
     OMP_NUM_THREADS=1 python bench/assets_load.py --repeats 5
@@ -48,6 +50,8 @@ def main():
         def cached(): assets.load_smollm2_tokenizer(); assets.load_smollm2()
         rows["cached load, this process (reference)"] = statistics.median(timed(cached, "cached load, this process (reference)")[0]
                                                                            for _ in range(args.repeats))
+        rows["  of which: SHA-256 of every cached file"] = statistics.median(
+            timed(lambda: (assets._VERIFIED.clear(), assets.damaged_files(path)))[0] for _ in range(args.repeats))
         rows["cached model only"] = statistics.median(timed(assets.load_smollm2)[0] for _ in range(args.repeats))
         rows["cached tokenizer only"] = statistics.median(timed(assets.load_smollm2_tokenizer)[0] for _ in range(args.repeats))
         for label, pre in [("cached load, fresh process", ""),

@@ -169,11 +169,19 @@ def folder_ok(path: str | Path, # a folder written by `build_once`
     if not isinstance(files, dict) or not files or "build_id" not in info or not isinstance(info.get("sha256"), dict): return False
     return all((path / f).is_file() and (path / f).stat().st_size == n for f, n in files.items())
 
+_VERIFIED: dict[str, tuple] = {}   # folder -> (name, size, mtime) of its files when their hashes last matched
+
 def damaged_files(path: str | Path, # a folder written by `build_once`
                  ) -> list[str]:
     "The files of a cached folder whose SHA-256 differs from its manifest (or that are missing)."
     path, hashes = Path(path), cache_info(path).get("sha256") or {}
-    return [f for f, h in hashes.items() if not (path / f).is_file() or sha256_file(path / f) != h] or ([] if hashes else ["manifest.json"])
+    if not hashes: return ["manifest.json"]
+    if any(not (path / f).is_file() for f in hashes): return [f for f in hashes if not (path / f).is_file()]
+    stamp = tuple((f, (path / f).stat().st_size, (path / f).stat().st_mtime_ns) for f in sorted(hashes))
+    if _VERIFIED.get(str(path)) == stamp: return []          # hashed already in this process, files untouched since
+    bad = [f for f, h in hashes.items() if sha256_file(path / f) != h]
+    if not bad: _VERIFIED[str(path)] = stamp
+    return bad
 
 @contextlib.contextmanager
 def _file_lock(path: Path, what: str):
