@@ -23,7 +23,8 @@ from workspace import lesson_paths  # noqa: E402
 def run_once(lesson: str, profile: str, cache: Path, timeout: int) -> dict:
     "One lesson run in a fresh process: wall and CPU seconds, exit status, load before and after."
     env = {**os.environ, "LLM_COURSE_CACHE": str(cache), "LLM_COURSE_PROFILE": profile, "MPLBACKEND": "Agg",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
     cmd = [str(Path(sys.executable).parent / "llm-course"), "run", lesson, "--profile", profile]
     load0, c0 = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -43,7 +44,8 @@ def measure(lesson: str, profile: str, timeout: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="llm_course_cold_") as cache:
         cold = run_once(lesson, profile, Path(cache), timeout)
         warm = run_once(lesson, profile, Path(cache), timeout) if cold["status"] == 0 else None
-    return {"cold": cold, "warm": warm, "cores": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+    return {"cold": cold, "warm": warm, "cores": os.cpu_count(),
+            "threads": os.environ.get("OMP_NUM_THREADS", "default"),
             "machine": platform.processor() or platform.machine(), "date": datetime.date.today().isoformat(),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                      cwd=ROOT).stdout.strip()}
@@ -51,12 +53,14 @@ def measure(lesson: str, profile: str, timeout: int) -> dict:
 
 def show(results: dict) -> str:
     "The recorded runs as a markdown table."
-    rows = ["| lesson | profile | cold wall s | warm wall s | cold CPU s | warm CPU s | load (cold run) | status | date |",
+    rows = ["| lesson | profile | cold wall s | warm wall s | cold CPU s | warm CPU s | load (cold run) | status "
+            "| date |",
             "|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(results):
         r = results[key]; lesson, profile = key.split("@"); c, w = r["cold"], r["warm"] or {}
         rows.append(f"| {lesson} | {profile} | {c['wall_s']:.0f} | {w.get('wall_s', '-')} | {c['cpu_s']:.0f} | "
-                    f"{w.get('cpu_s', '-')} | {c['load_before']}-{c['load_after']} | {c['status']}/{w.get('status', '-')} | {r['date']} |")
+                    f"{w.get('cpu_s', '-')} | {c['load_before']}-{c['load_after']} | "
+                    f"{c['status']}/{w.get('status', '-')} | {r['date']} |")
     return "\n".join(rows)
 
 

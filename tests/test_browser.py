@@ -105,11 +105,13 @@ def test_workspace_opens_on_the_start_page(browser, lab):
     base, token, ws = lab
     page = browser.new_page()
     page.goto(f"{base}/lab?token={token}".replace("/lab?", "/?"))
-    page.wait_for_function(f"() => {APP} && {NB} && {NB}.context && {NB}.context.path === 'index.ipynb'", timeout=60_000)
+    page.wait_for_function(f"() => {APP} && {NB} && {NB}.context && {NB}.context.path === 'index.ipynb'",
+                           timeout=60_000)
     assert page.locator(".jp-Launcher").count() == 0  # a start page, not the launcher
     page.locator(".jp-RenderedMarkdown h2", has_text="Read the lessons").first.wait_for(timeout=30_000)
     page.screenshot(path=ART / "start_page.png")
-    hrefs = page.evaluate("() => [...document.querySelectorAll('.jp-RenderedMarkdown a')].map(a => a.getAttribute('href'))")
+    hrefs = page.evaluate("() => [...document.querySelectorAll('.jp-RenderedMarkdown a')]"
+                          ".map(a => a.getAttribute('href'))")
     assert any("/files/exercises/ex02_tokenization.ipynb" in h for h in hrefs), hrefs  # the lesson list links
     page.locator(".jp-RenderedMarkdown a[href*='/files/00_core.ipynb']").first.click()  # and opens lessons in the lab
     page.wait_for_function(f"() => {NB}.context && {NB}.context.path === '00_core.ipynb'", timeout=30_000)
@@ -127,7 +129,8 @@ def test_router_lesson_runs_types_saves_and_reopens(browser, lab):
     errs = run_all(page, timeout_s=150)
     page.screenshot(path=ART / "lesson11_ran.png")
     assert errs == [], errs
-    router = page.locator(".widget-vbox").filter(has=page.locator(".widget-text input")).filter(has_text="confidence").first
+    router = (page.locator(".widget-vbox").filter(has=page.locator(".widget-text input"))
+              .filter(has_text="confidence").first)
     router.scroll_into_view_if_needed()
     reply = router.locator(".widget-html")
     page.wait_for_function("(el) => el.innerText.includes('confidence')", arg=reply.element_handle(), timeout=30_000)
@@ -149,7 +152,8 @@ def test_router_lesson_runs_types_saves_and_reopens(browser, lab):
     # the reopened lesson (a new kernel that has run nothing) shows the saved view: the typed message and its reply
     assert scroll_to(page, "router_widget(router)") >= 0
     page.screenshot(path=ART / "lesson11_reopened.png")
-    page.wait_for_function("([m, r]) => [...document.querySelectorAll('.widget-text input')].some(e => e.value === m) && "
+    page.wait_for_function("([m, r]) => [...document.querySelectorAll('.widget-text input')]"
+                           ".some(e => e.value === m) && "
                            "[...document.querySelectorAll('.widget-html')].some(e => e.innerText === r)",
                            arg=[message, after], timeout=30_000)
     page.screenshot(path=ART / "lesson11_reopened.png")
@@ -191,7 +195,8 @@ def test_site_pages_show_typeset_math_and_figures(browser, tmp_path):
             page.evaluate("() => new Promise(done => MathJax.Hub.Queue(() => done(true)))")  # after all typesetting
             assert page.locator(".MathJax, .MathJax_Display").count() > 0, f"{name}: no typeset math"
             assert page.locator(".MathJax_Error, .merror").count() == 0, name
-            imgs = page.evaluate("() => [...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+            imgs = page.evaluate("() => [...document.images]"
+                                 ".map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
             assert all(ok for _, ok in imgs), (name, [s for s, ok in imgs if not ok])
             figures += len(imgs)
             page.screenshot(path=ART / f"site_{name}.png", full_page=False)

@@ -99,7 +99,8 @@ def test_a_rebuild_after_one_edit_executes_one_notebook(tmp_path):
 def test_only_an_unwritten_exercise_counts_as_expected():
     "A released exercise may raise NotImplementedError or a NameError of its own answer; anything else is an error."
     import nbformat
-    sol = nbformat.v4.new_code_cell("raise NotImplementedError()", metadata={"nbgrader": {"grade_id": "ln_ablation_solution", "solution": True}})
+    sol = nbformat.v4.new_code_cell("raise NotImplementedError()",
+                                    metadata={"nbgrader": {"grade_id": "ln_ablation_solution", "solution": True}})
     err = lambda e, v: {"output_type": "error", "ename": e, "evalue": v, "traceback": []}
     nb = nbformat.v4.new_notebook(cells=[sol, nbformat.v4.new_code_cell("ln_ablation"), nbformat.v4.new_code_cell("x")])
     sol.outputs = [err("NotImplementedError", "")]

@@ -13,7 +13,8 @@ def _cells(p: Path) -> list[str]: return ["".join(c["source"]) for c in json.loa
 
 
 def _snapshot(*dirs: Path) -> dict[str, str]:
-    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest() for d in dirs for p in sorted(d.rglob("*"))
+    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for d in dirs for p in sorted(d.rglob("*"))
             if p.is_file() and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts}
 
 
@@ -100,7 +101,8 @@ def test_running_and_saving_a_workspace_lesson_leaves_the_source_alone(tmp_path)
     import nbformat
     from nbclient import NotebookClient
     ws = ROOT / f".cache/test-workspace-{tmp_path.name}"
-    check = lambda: subprocess.run([sys.executable, str(ROOT / "tools" / "check_nbs.py")], capture_output=True, text=True)
+    check = lambda: subprocess.run([sys.executable, str(ROOT / "tools" / "check_nbs.py")],
+                                   capture_output=True, text=True)
     before, clean_before = _snapshot(ROOT / "nbs", ROOT / "llm_course"), check()
     try:
         W.sync(ws)

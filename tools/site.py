@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workspace import ROOT, _dump, lesson_paths, released_exercises, start_page, student_lesson  # noqa: E402
+from workspace import ROOT, _dump, lesson_paths, released_exercises, start_page, student_lessons  # noqa: E402
 
 import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
@@ -141,7 +141,8 @@ def render(nb, rel: str, pages: list[tuple[str, str]], out: Path) -> Path:
                       mathjax_url=f"{up}assets/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe")
     ex.register_preprocessor(ExtractOutputPreprocessor(), enabled=True)
     resources = {"output_files_dir": f"{stem}_files",
-                 "site_nav": nav(pages, rel), "site_nav_bottom": nav(pages, rel, bottom=True), "metadata": {"name": stem}}
+                 "site_nav": nav(pages, rel), "site_nav_bottom": nav(pages, rel, bottom=True),
+                 "metadata": {"name": stem}}
     body, res = ex.from_notebook_node(for_reader(nb, rel), resources=resources)
     for name, data in res.get("outputs", {}).items():
         (page.parent / name).parent.mkdir(parents=True, exist_ok=True); (page.parent / name).write_bytes(data)
@@ -152,7 +153,7 @@ def render(nb, rel: str, pages: list[tuple[str, str]], out: Path) -> Path:
 
 def sources(nbs: Path) -> dict[str, bytes]:
     "Every notebook of the site by its path in the site: the start page, the lessons, the released exercises."
-    files = {p.name: _dump(student_lesson(json.loads(p.read_text(encoding="utf-8")))).encode() for p in lesson_paths(nbs)}
+    files = student_lessons(nbs)
     files.update({r: b for r, b in released_exercises(nbs).items() if r.endswith(".ipynb")})
     exs = sorted(Path(r).stem for r in files if r.startswith("exercises/"))
     return {"index.ipynb": _dump(start_page(nbs, exs, ext=".html")).encode(), **files}

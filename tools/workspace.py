@@ -47,7 +47,8 @@ def student_lesson(nb: dict) -> dict:
 
 def lesson_rows(nbs: Path) -> dict[str, str]:
     "What each lesson teaches, read from the lesson table of nbs/index.ipynb: {'00_core': 'devices, seeds, ...'}."
-    text = "\n".join(_src(c) for c in json.loads((nbs / "index.ipynb").read_text())["cells"] if c["cell_type"] == "markdown")
+    cells = json.loads((nbs / "index.ipynb").read_text(encoding="utf-8"))["cells"]
+    text = "\n".join(_src(c) for c in cells if c["cell_type"] == "markdown")
     return {m[0]: m[2].strip() for m in re.findall(r"^\|\s*`([^`]+)`\s*\|([^|]*)\|([^|]*)\|", text, flags=re.M)}
 
 
@@ -117,9 +118,15 @@ def released_exercises(nbs: Path) -> dict[str, bytes]:
     return files
 
 
+def student_lessons(nbs: Path) -> dict[str, bytes]:
+    "Every lesson of `nbs` as the student gets it (`student_lesson`): {'00_core.ipynb': bytes}."
+    return {p.name: _dump(student_lesson(json.loads(p.read_text(encoding="utf-8")))).encode()
+            for p in lesson_paths(nbs)}
+
+
 def course_files(nbs: Path, ws: Path) -> dict[str, bytes]:
     "Every file the workspace gets from the course: the start page, the student lessons, the released exercises."
-    files = {p.name: _dump(student_lesson(json.loads(p.read_text(encoding="utf-8")))).encode() for p in lesson_paths(nbs)}
+    files = student_lessons(nbs)
     files.update(released_exercises(nbs))
     exs = sorted(Path(r).stem for r in files if r.startswith("exercises/") and r.endswith(".ipynb"))
     files[START] = _dump(start_page(nbs, exs, note=NOTE.format(ws=ws))).encode()
@@ -131,7 +138,8 @@ def sync(ws: Path | None = None, nbs: Path = ROOT / "nbs") -> list[str]:
     ws = Path(ws or default_workspace()).resolve()
     for inside in (nbs.resolve(), (ROOT / "llm_course").resolve()):
         if ws == inside or ws.is_relative_to(inside):
-            raise ValueError(f"the workspace {ws} is inside {inside}: choose a folder outside the source (LLM_COURSE_WORKSPACE)")
+            raise ValueError(f"the workspace {ws} is inside {inside}: choose a folder outside the source "
+                             "(set LLM_COURSE_WORKSPACE)")
     ws.mkdir(parents=True, exist_ok=True)
     mpath = ws / MANIFEST
     manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
@@ -152,7 +160,8 @@ def install_lab_settings(prefix: Path = Path(sys.prefix)) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workspace", type=Path, help="the folder (default: $LLM_COURSE_WORKSPACE or workspace/ in the clone)")
+    ap.add_argument("--workspace", type=Path,
+                    help="the folder (default: $LLM_COURSE_WORKSPACE or workspace/ in the clone)")
     ap.add_argument("--settings-only", action="store_true", help="only install the JupyterLab settings")
     args = ap.parse_args(argv)
     ws = Path(args.workspace or default_workspace()).resolve()
