@@ -91,9 +91,9 @@ def _unshare_prefix() -> list[str]:
     return ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--mount-proc", "--kill-child", "--"]
 
 def _warn(why: dict, mode: str) -> str:
-    lost = ("no network namespace and no private file system: student code CAN reach the network and read every"
-            " file the grader's user can read") if mode == "none" else \
-           "no private file system: student code can read every file the grader's user can read (the network is cut)"
+    lost = ("no network namespace and no private file system: student code CAN reach the network and sees the "
+            "grader's whole file system") if mode == "none" else \
+           "no private file system: student code sees the grader's whole file system (the network is cut)"
     tried = "; ".join(f"{k}: {v}" for k, v in why.items() if v)
     warnings.warn(f"SANDBOX REDUCED to '{mode}': {lost}. Tried {tried}. Fix: install bubblewrap "
                   "(apt-get install bubblewrap) or grade inside a container.", SandboxWarning, stacklevel=3)
@@ -101,8 +101,8 @@ def _warn(why: dict, mode: str) -> str:
 
 # %% ../nbs/96a_sandbox.ipynb #a87f2520
 def _bwrap_args(argv: list[str], readable: list[Path], hidden: list[Path], env: dict, folder: Path | None,
-                disk_mb: int, uid: int | None) -> list[str]:
-    "The bubblewrap arguments of one run (see `Sandbox`)."
+                disk_mb: int, uid: int | None) -> tuple[list[str], list[str]]:
+    "The bubblewrap options and the command of one run (see `Sandbox`)."
     a, made = _bwrap_base(uid is not None) + ["--clearenv"], set()
     for k, v in env.items(): a += ["--setenv", k, v]
     for p in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
@@ -122,9 +122,9 @@ def _bwrap_args(argv: list[str], readable: list[Path], hidden: list[Path], env: 
             a += ["--perms", "0700", "--tmpfs", str(h)] if h.is_dir() else ["--ro-bind", "/dev/null", str(h)]
     if folder: a += ["--ro-bind", str(folder), "/submission"]
     a += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(disk_mb << 20), "--tmpfs", "/tmp",
-          "--perms", "0777", "--size", str(disk_mb << 20), "--tmpfs", "/home/student", "--chdir", "/home/student", "--"]
+          "--perms", "0777", "--size", str(disk_mb << 20), "--tmpfs", "/home/student", "--chdir", "/home/student"]
     copy = ["/bin/sh", "-c", 'cp -R /submission/. . 2>/dev/null; exec "$@"', "sh"] if folder else []
-    return a + _drop(uid is not None, uid or 0) + copy + argv
+    return a, _drop(uid is not None, uid or 0) + copy + argv
 
 # %% ../nbs/96a_sandbox.ipynb #7dc9ea53
 def _leftovers(uid: int | None, token: str) -> list[int]:
@@ -212,10 +212,10 @@ def _start(self):
     fds, base = [w], 0 if self._uid is not None else _user_processes()
     if self.mode == "bwrap":
         ar, aw = os.pipe(); fds.append(ar)
-        args = _bwrap_args(self.argv, self.readable, self.hidden, env, self.folder, self.limits.disk_mb, self._uid)
-        cut = len(args) - args[::-1].index("--")          # options through the pipe; the command stays on the line
-        threading.Thread(target=_feed, args=(aw, args[:cut - 1]), daemon=True).start()
-        cmd, uid = ["bwrap", "--args", str(ar), *args[cut - 1:]], None
+        opts, command = _bwrap_args(self.argv, self.readable, self.hidden, env, self.folder, self.limits.disk_mb,
+                                    self._uid)
+        threading.Thread(target=_feed, args=(aw, opts), daemon=True).start()   # options by pipe, command on the line
+        cmd, uid = ["bwrap", "--args", str(ar), "--", *command], None
     else: cmd, uid = (_unshare_prefix() if self.mode == "unshare" else []) + self.argv, self._uid
     def pre(): self.limits.apply(base); _as_user(uid)
     out = open(self.log, "wb") if self.log else subprocess.DEVNULL

@@ -2,7 +2,7 @@
 
 Honest work gets full marks, every cheat 0 for what it cheated on, nobody else's score moves, no student is added,
 no process survives, the teacher's files are intact and the run completes. About a minute on 2 loaded cores
-(34 sandboxed notebook runs, 2 workers, 3 s per cell)."""
+(35 sandboxed notebook runs, 2 workers, 3 s per cell)."""
 import contextlib, csv, hashlib, io, json, os, socket, threading
 from pathlib import Path
 
@@ -101,6 +101,10 @@ def run(tmp_path_factory):
                     f"try: os.remove({str(teacher)!r})\nexcept OSError as e: print(e)", RIGHT],
         "sleeper": ["import subprocess\nps = []\nfor _ in range(50):\n    try: ps.append(subprocess.Popen(['sleep', '600'], "
                     "start_new_session=True))\n    except OSError as e: print(e); break\nprint(len(ps), 'sleeping')", RIGHT],
+        "forker": ["import subprocess\nn = 0\nfor _ in range(200):\n    try: subprocess.Popen(['sleep', '600']); n += 1\n"
+                   "    except OSError: break\nprint('STARTED', n)\n"
+                   "try:\n    with open('big', 'wb') as f:\n        for _ in range(700): f.write(bytes(1 << 20))\n"
+                   "    print('WROTE 700 MB')\nexcept OSError as e: print('DISK', type(e).__name__, e)", RIGHT],
         "hog": ["try: big = bytearray(3_300_000_000); print('ALLOCATED')\nexcept MemoryError: print('MemoryError')", RIGHT],
         "net": [f"import socket\ntry: socket.create_connection(('127.0.0.1', {port}), timeout=3); print('CONNECTED')\n"
                 "except OSError as e: print('NO NETWORK', e)", RIGHT],
@@ -154,7 +158,8 @@ def test_the_run_completes(run):
 
 def test_scores(run):
     want = dict(honest=11, blank=0, writer=0, procreader=0, killer=1, deleter=1, sleeper=1, hog=1, net=1, patcher=0,
-                framepeek=0, registry=0, solexec=0, getattrs=0, sneaky=0, fakepass=0, looper=1, exiter=1, empty=0, one=1, linker=1)
+                framepeek=0, registry=0, solexec=0, getattrs=0, sneaky=0, fakepass=0, looper=1, exiter=1, empty=0, one=1, linker=1,
+                forker=1)
     want.update({"pat o": 1, "pat_o": 0.5, "'=1+2": 1})
     assert totals(run) == {s: (p, 11.0) for s, p in want.items()}       # no extra student, nobody's maximum shrinks
 
@@ -170,6 +175,8 @@ def test_nothing_escaped(run):
     assert run["reached"] == 0, "a submission reached the grader's network"
     assert run["left"] == run["earlier"] == [], f"processes left behind: {run['left']}"
     assert sorted(p.name for p in (run["O"] / "results").glob("*.json")) == sorted(f"{C.student_key(s)}.json" for s in run["students"])
+    started = int(log(run, "forker").split("STARTED ")[1].split()[0])
+    assert 0 < started < 64 and "DISK" in log(run, "forker"), log(run, "forker")       # process limit, file size limit
     assert "MemoryError" in log(run, "hog") and "NO NETWORK" in log(run, "net") and "WROTE" not in log(run, "procreader")
 
 
