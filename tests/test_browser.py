@@ -69,6 +69,13 @@ APP = "window.jupyterapp"
 NB = f"{APP}.shell.currentWidget"
 
 
+def new_page(browser):
+    "A page with room for a notebook and timeouts for a loaded machine (JupyterLab loads in seconds when quiet)."
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(90_000); page.set_default_navigation_timeout(120_000)
+    return page
+
+
 def open_notebook(page, lab, path: str):
     "Open `path` of the workspace in JupyterLab and wait for its kernel."
     base, token, _ = lab
@@ -103,18 +110,18 @@ def save_and_close(page):
 
 def test_workspace_opens_on_the_start_page(browser, lab):
     base, token, ws = lab
-    page = browser.new_page()
+    page = new_page(browser)
     page.goto(f"{base}/lab?token={token}".replace("/lab?", "/?"))
     page.wait_for_function(f"() => {APP} && {NB} && {NB}.context && {NB}.context.path === 'index.ipynb'",
                            timeout=60_000)
     assert page.locator(".jp-Launcher").count() == 0  # a start page, not the launcher
-    page.locator(".jp-RenderedMarkdown h2", has_text="Read the lessons").first.wait_for(timeout=30_000)
+    page.locator(".jp-RenderedMarkdown h2", has_text="Read the lessons").first.wait_for(timeout=60_000)
     page.screenshot(path=ART / "start_page.png")
     hrefs = page.evaluate("() => [...document.querySelectorAll('.jp-RenderedMarkdown a')]"
                           ".map(a => a.getAttribute('href'))")
     assert any("/files/exercises/ex02_tokenization.ipynb" in h for h in hrefs), hrefs  # the lesson list links
     page.locator(".jp-RenderedMarkdown a[href*='/files/00_core.ipynb']").first.click()  # and opens lessons in the lab
-    page.wait_for_function(f"() => {NB}.context && {NB}.context.path === '00_core.ipynb'", timeout=30_000)
+    page.wait_for_function(f"() => {NB}.context && {NB}.context.path === '00_core.ipynb'", timeout=60_000)
     page.screenshot(path=ART / "start_page.png")
     assert not page.locator(".jp-Notification-Toast, .Toastify__toast").count()  # no news pop-up
     assert (ws / "exercises").is_dir() and (ws / "00_core.ipynb").exists()
@@ -124,20 +131,20 @@ def test_workspace_opens_on_the_start_page(browser, lab):
 def test_router_lesson_runs_types_saves_and_reopens(browser, lab):
     "Lesson 11: run all (no error), type into the router and see its reply change, save, reopen: the saved view."
     _, _, ws = lab
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = new_page(browser)
     open_notebook(page, lab, "11_applications.ipynb")
-    errs = run_all(page, timeout_s=150)
+    errs = run_all(page, timeout_s=420)
     page.screenshot(path=ART / "lesson11_ran.png")
     assert errs == [], errs
     router = (page.locator(".widget-vbox").filter(has=page.locator(".widget-text input"))
               .filter(has_text="confidence").first)
     router.scroll_into_view_if_needed()
     reply = router.locator(".widget-html")
-    page.wait_for_function("(el) => el.innerText.includes('confidence')", arg=reply.element_handle(), timeout=30_000)
+    page.wait_for_function("(el) => el.innerText.includes('confidence')", arg=reply.element_handle(), timeout=60_000)
     before = reply.inner_text()
     message = "please close my account, I am moving abroad"
     router.locator("input").fill(message); router.locator("input").press("Enter")
-    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[reply.element_handle(), before], timeout=30_000)
+    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[reply.element_handle(), before], timeout=60_000)
     after = reply.inner_text()
     assert after != before and "confidence" in after
     page.screenshot(path=ART / "lesson11_router.png")
@@ -147,7 +154,7 @@ def test_router_lesson_runs_types_saves_and_reopens(browser, lab):
     intent = after.split()[0]
     assert message in values and f"<b>{intent}</b>" in " ".join(map(str, values))  # the widget state is in the file
     page.close()
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = new_page(browser)
     open_notebook(page, lab, "11_applications.ipynb")
     # the reopened lesson (a new kernel that has run nothing) shows the saved view: the typed message and its reply
     assert scroll_to(page, "router_widget(router)") >= 0
@@ -155,14 +162,14 @@ def test_router_lesson_runs_types_saves_and_reopens(browser, lab):
     page.wait_for_function("([m, r]) => [...document.querySelectorAll('.widget-text input')]"
                            ".some(e => e.value === m) && "
                            "[...document.querySelectorAll('.widget-html')].some(e => e.innerText === r)",
-                           arg=[message, after], timeout=30_000)
+                           arg=[message, after], timeout=60_000)
     page.screenshot(path=ART / "lesson11_reopened.png")
     assert "model not found" not in page.inner_text(".jp-NotebookPanel")
     page.close()
 
 
 def test_released_exercise_gives_feedback_on_a_wrong_solution(browser, lab):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = new_page(browser)
     open_notebook(page, lab, "exercises/ex02_tokenization.ipynb")
     wrong = "def merge_pair(ids, pair, new_id):\n    return list(ids)  # forgets to merge\n"
     n = page.evaluate(f"""(src) => {{ let n = 0; const cells = {NB}.content.model.cells;
@@ -170,7 +177,7 @@ def test_released_exercise_gives_feedback_on_a_wrong_solution(browser, lab):
           if (c.sharedModel.getSource().includes('def merge_pair')) {{ c.sharedModel.setSource(src); n++; }} }}
         return n; }}""", wrong)
     assert n == 1
-    run_all(page, timeout_s=90)
+    run_all(page, timeout_s=240)
     outputs = page.evaluate(f"() => {NB}.context.model.toJSON().cells.filter(c => (Array.isArray(c.source) ? "
                             "c.source.join('') : c.source).includes('check(merge_pair')).flatMap(c => c.outputs || [])")
     text = json.dumps(outputs)
@@ -187,11 +194,11 @@ def test_site_pages_show_typeset_math_and_figures(browser, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(http.server.SimpleHTTPRequestHandler,
                                                                        directory=str(out)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    page, figures = browser.new_page(), 0
+    page, figures = new_page(browser), 0
     try:
         for name in lessons:
             page.goto(f"http://127.0.0.1:{server.server_address[1]}/{name}.html")
-            page.wait_for_function("() => window.MathJax && MathJax.Hub", timeout=30_000)
+            page.wait_for_function("() => window.MathJax && MathJax.Hub", timeout=60_000)
             page.evaluate("() => new Promise(done => MathJax.Hub.Queue(() => done(true)))")  # after all typesetting
             assert page.locator(".MathJax, .MathJax_Display").count() > 0, f"{name}: no typeset math"
             assert page.locator(".MathJax_Error, .merror").count() == 0, name
