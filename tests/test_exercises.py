@@ -396,3 +396,19 @@ def test_metadata_validator_catches_broken_notebooks():
     nb = json.loads(path.read_text())
     nb["cells"] = [c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") != "attention_check"]
     assert any("exercise attention has cells ['solution', 'task']" in p for p in exercise_notebook_problems(nb, "ex03_attention"))
+
+
+def test_check_writes_nothing_to_stderr(capsys):
+    "nbgrader scores 0 a check cell with stderr output: the checker's own warnings, progress bars and log lines go elsewhere."
+    import logging, sys, warnings
+    def noisy(T_q, T_k=None):
+        warnings.warn("a FutureWarning from some library", FutureWarning)
+        print("a progress bar", file=sys.stderr)
+        return torch.ones(T_q, T_k or T_q, dtype=torch.bool).tril((T_k or T_q) - T_q)
+    log = logging.getLogger("some_library"); h = logging.StreamHandler(sys.stderr); log.addHandler(h)
+    try:
+        capsys.readouterr()
+        check(lambda T_q, T_k=None: (log.warning("a log line"), noisy(T_q, T_k))[1], "causal_mask")
+    finally: log.removeHandler(h)
+    out = capsys.readouterr()
+    assert out.err == "" and "a progress bar" in out.out and "PASSED causal_mask" in out.out
