@@ -52,7 +52,7 @@ def run(train_csv, test, out, steps, settings):
     y, p = np.array(test.labels), np.array(pred.ids)
     f1 = lambda a, b: f1_score(a, b, labels=list(range(k)), average="macro", zero_division=0)
     lo, hi = _ci(f1, y, p)
-    return dict(steps=r["steps"], cpu_s=round(cpu, 1), trainable=r["trainable"], macro_f1=round(f1(y, p), 4),
+    return dict(steps=r["steps"], train_s=round(cpu, 1), trainable=r["trainable"], macro_f1=round(f1(y, p), 4),
                 ci=[round(lo, 4), round(hi, 4)])
 
 
@@ -87,7 +87,7 @@ def main():
                 steps = max(3, int(args.budget / per_step))
                 r = run(train_csv, test, tmp / f"{ds}-{len(results[ds])}", steps, settings)
                 results[ds][name] = r
-                print(f"{ds:8} {name:38} {r['steps']:5d} steps {r['cpu_s']:6.1f} s training  macro-F1 {r['macro_f1']:.3f} "
+                print(f"{ds:8} {name:38} {r['steps']:5d} steps {r["train_s"]:6.1f} s training  macro-F1 {r['macro_f1']:.3f} "
                       f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", flush=True)
     gaps = {n: max(max(v["macro_f1"] for v in results[d].values()) - results[d][n]["macro_f1"] for d in results)
             for n in RECIPES}
