@@ -87,7 +87,7 @@ def main():
                 steps = max(3, int(args.budget / per_step))
                 r = run(train_csv, test, tmp / f"{ds}-{len(results[ds])}", steps, settings)
                 results[ds][name] = r
-                print(f"{ds:8} {name:38} {r['steps']:5d} steps {r["train_s"]:6.1f} s training  macro-F1 {r['macro_f1']:.3f} "
+                print(f"{ds:8} {name:38} {r['steps']:5d} steps {r['train_s']:6.1f} s training  macro-F1 {r['macro_f1']:.3f} "
                       f"[{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]", flush=True)
     gaps = {n: max(max(v["macro_f1"] for v in results[d].values()) - results[d][n]["macro_f1"] for d in results)
             for n in RECIPES}
