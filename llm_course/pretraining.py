@@ -500,7 +500,7 @@ def sample_table(model: GPT, tokenizer: BPETokenizer,
     rows = ["| setting | continuation |", "|---|---|"]
     for name, kw in (settings or SAMPLE_SETTINGS).items():
         text = generate_text(model, tokenizer, prompt, max_new_tokens, seed=seed, **kw)[len(prompt):]
-        rows.append(f"| {name} | {prompt}**{' '.join(text.split()).replace('|', '/')}** |")
+        rows.append(f"| {name} | {prompt}**{' '.join(text.split()).replace('|', chr(92) + '|')}** |")   # an escaped pipe keeps the cell whole
     return "\n".join(rows)
 
 def generation_playground(model: GPT, tokenizer: BPETokenizer,
