@@ -688,8 +688,8 @@ register(Exercise(
 
 # %% ../../nbs/95b_exercises_training.ipynb #90eaa8f6
 FREEZE_METHODS = {"head": ("head", 0.0), "top 1": (1, 3e-3), "all": ("all", 3e-3)}   # name -> (what trains, backbone lr)
-FREEZE_SIZES = {"ci": dict(steps=30, batch=8, bar=0.0), "cpu": dict(steps=200, batch=16, bar=0.6),
-                "gpu": dict(steps=1500, batch=32, bar=0.85)}   # bar: the best macro-F1 must reach it
+FREEZE_SIZES = {"ci": dict(steps=30, batch=8, bar=0.0), "cpu": dict(steps=200, batch=16, bar=0.5),
+                "gpu": dict(steps=1500, batch=32, bar=0.8)}   # bar: the best macro-F1 must reach it
 
 @functools.lru_cache(maxsize=2)
 def _bbc_examples(profile_name: str) -> tuple:
@@ -750,7 +750,7 @@ register(Exercise(
          "methods `'head'` (backbone frozen), `'top 1'` (the top block and the head) and `'all'`. Return "
          "`{\"table\": {method: macro_f1}, \"conclusion\": method}` naming the method with the best macro-F1 (within "
          "0.02 of the best counts as a tie). At the `gpu` profile the run is long enough that the best must reach "
-         "0.85.",
+         "0.8.",
     signature='freeze_sweep = {"table": {...}, "conclusion": ...}  # macro-F1 per method and the best method',
     hint="`{m: freeze_run(m) for m in ('head', 'top 1', 'all')}`; then read the table: is the pretrained encoder's "
          "representation good enough as it is, or does the task need the backbone to move?",
