@@ -441,6 +441,7 @@ def test_cli_predict_bad_csvs(trained, tmp_path):
         status, _, err = _main(["predict", d / "model", "--input", tmp_path / "in.csv", "--output", tmp_path / "out.csv"])
         assert status == 2 and message in err and "Traceback" not in err, name
         assert not (tmp_path / "out.csv").exists(), name
+    (tmp_path / "in.csv").write_bytes(b"text\nhello\n")                  # a good input: the model folder is the problem
     status, _, err = _main(["predict", tmp_path, "--input", tmp_path / "in.csv", "--output", tmp_path / "out.csv"])
     assert status == 2 and "not a saved classifier" in err
 
