@@ -4,7 +4,7 @@
 
 # %% ../nbs/96b_autograde.ipynb #168432e7
 from __future__ import annotations
-import contextlib, io, json, os, re, shutil, sys, tempfile, threading, time, tokenize, types
+import contextlib, functools, io, json, os, re, shutil, sys, tempfile, threading, time, tokenize, types
 from pathlib import Path
 
 from .sandbox import Limits, Sandbox
@@ -264,8 +264,16 @@ def _readable() -> list[str]:
     "What the child may read besides the system and Python: the course package and its caches."
     import llm_course
     paths = [str(Path(llm_course.__file__).resolve().parent)]
-    caches = [os.environ.get(k) for k in ("LLM_COURSE_CACHE", "HF_HOME")]
-    return paths + [c for c in caches if c and Path(c).exists()]
+    caches = [c for c in (os.environ.get(k) for k in ("LLM_COURSE_CACHE", "HF_HOME")) if c and Path(c).exists()]
+    _share(tuple(caches))
+    return paths + caches
+
+@functools.cache
+def _share(caches: tuple):
+    "Once per grader: caches written private (0700) become readable by the sandbox users; said when it happens."
+    from llm_course.sandbox import share_with_sandbox
+    if n := share_with_sandbox(list(caches)):
+        print(f"made {n} cache files and folders readable by the sandbox user", file=sys.stderr)
 
 # %% ../nbs/96b_autograde.ipynb #ae00c531
 def _message(sb: Sandbox, want: str, deadline: float, at: list):
