@@ -233,7 +233,7 @@ def test_train_merges_debug():
                 corpus[k] = (new, c)
         return out
     passes(mine, "train_merges")
-    from llm_course.exercise_sets.foundations import _merge_word
+    from llm_course.exercise_sets.tokens_and_attention import _merge_word
     fails_with(buggy("train_merges", Counter=Counter, merge_word=_merge_word), "train_merges", "the planted bug")
 
 
