@@ -24,7 +24,7 @@ def test_three_or_more_per_lesson_and_every_kind():
     for lesson in ("09", "10", "11", "12"):
         assert sum(e.lesson == lesson for e in MINE) >= 3, lesson
     assert {e.kind for e in MINE} == {"build", "predict", "ablate", "debug"}
-    for lesson in ("09", "10", "12"):      # 11 has no sweep of its own (build, debug, predict)
+    for lesson in ("09", "10", "11", "12"):
         assert {e.kind for e in MINE if e.lesson == lesson} == {"build", "predict", "ablate", "debug"}, lesson
     assert sorted(e.name for e in MINE if e.scales) == ["accumulation_sweep", "temperature_sweep"]
     assert {e.lesson for e in MINE if e.scales} == {"10", "12"}
@@ -169,7 +169,8 @@ def test_doing_nothing_earns_zero_and_never_crashes(ex):
         assert res.text()
 
 
-VALUES = {"norm_sweep": lambda: {"table": A._norm_table(), "conclusion": max(
+VALUES = {"scope_sweep": lambda: {"table": A._scope_table(), "conclusion": A.SCOPE_CONCLUSIONS[0]},
+          "norm_sweep": lambda: {"table": A._norm_table(), "conclusion": max(
               ("sum", "mean"), key=lambda n: A._norm_table()[f"{n}, 0-shot"] + A._norm_table()[f"{n}, 1-shot"])},
           "prompt_choice": lambda: {p: max(s, key=s.get) for p, s in A.prompt_pair_scores().items()},
           "adamw_memory_mb": lambda: 16 * A.smollm2_parameters()["unique"] / 1e6 * 1.01,
