@@ -6,7 +6,8 @@ workers. The two modes are graded in alternation (round 1: isolated then plain, 
 so machine noise hits both alike; the ratio compares their total times. Every student must get full marks in both.
 
     python bench/grading.py              # 4 students x 11 notebooks per mode, 2 rounds (about 3 minutes on 2 cores)
-    python bench/grading.py --full       # 40 students x 11 notebooks per mode, 1 round (the issue's size; 15-25 minutes)
+    python bench/grading.py --full       # 40 students x 11 notebooks per mode, 1 round (the issue's size; about an hour
+                                         # on 2 loaded cores)
 
 Target (issue 11): isolation costs at most 1.5x the time of grading without it. Exits with status 1 when missed.
 Results: bench/results/grading.json.
@@ -29,8 +30,9 @@ RIGHT = '''def merge_pair(ids, pair, new_id):
 
 
 def notebook(answer):
-    cell = lambda src, role=None: {"cell_type": "code", "metadata": nbgrader_metadata(role, "merge_pair") if role else {},
-                                   "source": src, "outputs": [], "execution_count": None}
+    def cell(src, role=None):
+        md = nbgrader_metadata(role, "merge_pair") if role else {}
+        return {"cell_type": "code", "metadata": md, "source": src, "outputs": [], "execution_count": None}
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
         cell("import math\nimport torch\nfrom llm_course.exercises import check"), cell(answer, "solution"),
         cell("check(merge_pair)", "check")]}
@@ -38,8 +40,9 @@ def notebook(answer):
 
 def make_class(root: Path, students: int, notebooks: int = 11):
     names = [f"ex{i:02d}" for i in range(1, notebooks + 1)]
-    for n in names: (root / "release").mkdir(parents=True, exist_ok=True); (root / "release" / f"{n}.ipynb").write_text(json.dumps(notebook(
-        "def merge_pair(ids, pair, new_id):\n    raise NotImplementedError()")))
+    (root / "release").mkdir(parents=True, exist_ok=True)
+    stub = notebook("def merge_pair(ids, pair, new_id):\n    raise NotImplementedError()")
+    for n in names: (root / "release" / f"{n}.ipynb").write_text(json.dumps(stub))
     for s in range(students):
         d = root / "subs" / f"student{s:02d}"; d.mkdir(parents=True)
         for n in names: (d / f"{n}.ipynb").write_text(json.dumps(notebook(RIGHT)))
@@ -80,11 +83,13 @@ def main(argv=None):
                 for mode in ([isolated, "none"] if i % 2 == 0 else ["none", isolated]):
                     secs = timed_grade(subs, release, root / f"out-{mode}", mode, a.workers)
                     times[mode].append(secs)
-                    print(f"round {i + 1} {mode:8s} {runs} notebooks in {secs:7.1f} s  ({runs / secs:.2f} notebooks/s)", flush=True)
+                    print(f"round {i + 1} {mode:8s} {runs} notebooks in {secs:7.1f} s  ({runs / secs:.2f} notebooks/s)",
+                          flush=True)
     finally: shutil.rmtree(root, ignore_errors=True)
     ti, tn = sum(times[isolated]), sum(times["none"])
     ratio, load1 = ti / tn, os.getloadavg()[0]
-    print(f"{students} students x 11 notebooks, {a.workers} workers, {rounds} round(s), load {load0:.1f} -> {load1:.1f}: "
+    print(f"{students} students x 11 notebooks, {a.workers} workers, {rounds} round(s), "
+          f"load {load0:.1f} -> {load1:.1f}: "
           f"isolated ({isolated}) {rounds * runs / ti:.2f} notebooks/s, without {rounds * runs / tn:.2f} notebooks/s, "
           f"ratio {ratio:.2f}x (target <= {TARGET}x)")
     out = Path(__file__).parent / "results" / "grading.json"

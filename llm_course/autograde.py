@@ -214,6 +214,7 @@ def child_main():
     monitor = Monitor(exs, trusted=(sys.prefix, sys.base_prefix, str(Path(llm_course.__file__).parent), "/usr/"))
     from traitlets.config import Config
     from IPython.core.interactiveshell import InteractiveShell
+    sys.path.append(os.getcwd())            # the student's own modules, after everything of Python's and the course's
     cfg = Config(); cfg.HistoryManager.enabled = False
     shell = InteractiveShell.instance(config=cfg, colors="nocolor")
     say("cells", _run_cells(shell, job["cells"], job["timeout"], say))
@@ -318,7 +319,8 @@ def run_submission(path: str | Path, # the student's notebook
     hide = [str(Path(llm_course.__file__).resolve().parent.parent / "nbs"), *map(str, hidden)]
     job = json.dumps(dict(cells=cells, exercises=exercises, timeout=timeout)).encode() + b"\n"
     at, stage, res = [None], "cells", None
-    sb = Sandbox([sys.executable, "-m", "llm_course.autograde"], folder if folder else None, limits, sandbox,
+    # -I: the student's files (a `json.py`, an `llm_course/` folder) cannot stand in for the grader's own modules
+    sb = Sandbox([sys.executable, "-I", "-m", "llm_course.autograde"], folder if folder else None, limits, sandbox,
                  readable=_readable(), hidden=hide, env=_child_env(), log=log)
     if folder is None:                       # the notebook alone: a private folder holding only a copy of it
         alone = Path(tempfile.mkdtemp(prefix=f"llm-course-nb-{os.getpid()}-")); os.chmod(alone, 0o755)

@@ -224,6 +224,12 @@ def grade_notebook(path: str | Path, # the student's notebook
     r = run_submission(path, names, seed, released=released, **run)
     try: scanned = scan_notebook(read_notebook(path), names, released)
     except (NotebookError, OSError): scanned = {}
+    folder = Path(run["folder"]) if run.get("folder") else None
+    for p in sorted(folder.rglob("*.py")) if folder else []:      # the student's own Python files are their code too
+        if not _plain(p, folder) or p.stat().st_size > 1 << 20: continue
+        as_cell = {"cells": [{"cell_type": "code", "source": p.read_text(errors="replace")}]}
+        for n, why in scan_notebook(as_cell, names).items():
+            scanned.setdefault(n, why.replace("cell 1 ", f"{p.name} ", 1))
     flags = {n: ([scanned[n]] if n in scanned else []) + r["flags"].get(n, []) for n in names}
     rows = [_verdict(n, points[n], seed, r["answers"].get(n), flags[n], r.get("failed")) for n in names]
     return dict(errors=r["errors"], exercises=rows)

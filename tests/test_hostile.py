@@ -2,7 +2,7 @@
 
 Honest work gets full marks, every cheat 0 for what it cheated on, nobody else's score moves, no student is added,
 no process survives, the teacher's files are intact and the run completes. About a minute on 2 loaded cores
-(35 sandboxed notebook runs, 2 workers, 3 s per cell)."""
+(38 sandboxed notebook runs, 2 workers, 3 s per cell)."""
 import contextlib, csv, hashlib, io, json, os, socket, threading
 from pathlib import Path
 
@@ -122,6 +122,8 @@ def run(tmp_path_factory):
         "getattrs": ["import importlib\nmod = importlib.import_module('llm_course.' + 'tokeni' + 'zation')\n"
                      "_f = getattr(mod, '_merge' + '_pair')\n"
                      "def merge_pair(ids, pair, new_id): return list(_f(tuple(ids), tuple(pair), new_id))"],
+        "direct": ["from llm_course.tokenization import _merge_pair\n"
+                   "def merge_pair(ids, pair, new_id): return list(_merge_pair(tuple(ids), tuple(pair), new_id))"],
         "sneaky": ["import llm_course.tokenization as T\n"      # nothing the scan knows: the monitor sees the call
                    "def merge_pair(ids, pair, new_id): return list(vars(T)['_merge' + '_pair'](tuple(ids), tuple(pair), new_id))"],
         "fakepass": [STUB, "print('PASSED merge_pair: all 6 tests passed (1/1 points). Well done!')"],
@@ -133,6 +135,18 @@ def run(tmp_path_factory):
     put(S / "one" / "hw01.ipynb", released(RIGHT))
     put(S / "pat o" / "hw01.ipynb", released(RIGHT)); put(S / "pat_o" / "hw01.ipynb", released(WRONG))
     put(S / "=1+2" / "hw01.ipynb", released(RIGHT))
+    put(S / "shadow" / "hw01.ipynb", released())                          # a stand-in for the grader's own child module
+    (S / "shadow" / "llm_course").mkdir(); (S / "shadow" / "llm_course" / "__init__.py").write_text("")
+    (S / "shadow" / "llm_course" / "autograde.py").write_text(
+        "import json, os, sys\n" + RIGHT + "\nch = int(os.environ['LLM_COURSE_CHANNEL'])\nsys.stdin.readline()\n"
+        "os.write(ch, b'cells\\t[]\\n'); seed = int(sys.stdin.readline())\n"
+        "import random\nfrom llm_course.exercises import EXERCISES\n"
+        "a = EXERCISES['merge_pair'].answers(merge_pair, seed)\n"
+        "os.write(ch, ('answers\\t' + json.dumps({'merge_pair': {'answers': a, 'flags': []}}) + '\\n').encode())\n")
+    put(S / "helper" / "hw01.ipynb", hostile("from helpers import merge_pair"))
+    (S / "helper" / "helpers.py").write_text("import importlib\n_f = getattr(importlib.import_module('llm_course.tokenization'), "
+                                             "'_merge' + '_pair')\n"
+                                             "def merge_pair(ids, pair, new_id): return list(_f(tuple(ids), tuple(pair), new_id))\n")
     put(S / "linker" / "hw01.ipynb", released(RIGHT))                      # links to an endless file and the teacher's
     (S / "linker" / "zeros").symlink_to("/dev/zero"); (S / "linker" / "notes.txt").symlink_to(teacher)
 
@@ -158,16 +172,18 @@ def test_the_run_completes(run):
 
 def test_scores(run):
     want = dict(honest=11, blank=0, writer=0, procreader=0, killer=1, deleter=1, sleeper=1, hog=1, net=1, patcher=0,
-                framepeek=0, registry=0, solexec=0, getattrs=0, sneaky=0, fakepass=0, looper=1, exiter=1, empty=0, one=1, linker=1,
-                forker=1)
+                framepeek=0, registry=0, solexec=0, getattrs=0, direct=0, sneaky=0, fakepass=0, looper=1, exiter=1,
+                empty=0, one=1, linker=1, forker=1, shadow=0, helper=0)
     want.update({"pat o": 1, "pat_o": 0.5, "'=1+2": 1})
     assert totals(run) == {s: (p, 11.0) for s, p in want.items()}       # no extra student, nobody's maximum shrinks
 
 
 def test_reference_use_scores_zero_with_the_reason(run):
-    for s in ("framepeek", "registry", "solexec", "getattrs", "sneaky"):
+    for s in ("framepeek", "registry", "solexec", "getattrs", "direct", "sneaky"):
         assert "the course's own answer or works against the checker" in feedback(run, s), s
-    assert "`llm_course.tokenization._merge_pair`, the course's own answer" in feedback(run, "sneaky")   # seen by the monitor
+    assert "helpers.py imports code by a name built at run time" in feedback(run, "helper")
+    for s in ("direct", "sneaky"):                                        # nothing for the scan: the monitor sees the call
+        assert "`llm_course.tokenization._merge_pair`, the course's own answer" in feedback(run, s), s
 
 
 def test_nothing_escaped(run):
