@@ -220,7 +220,7 @@ class PretrainRun(NamedTuple):
     tokenizer: BPETokenizer   # the course tokenizer it was trained with
     history: "History"        # losses per step and validation losses
     train_data: Dataset       # LMBlocks or MLMBlocks of the training text
-    valid_data: Dataset       # the same for the held-out articles (fixed masks for MLM)
+    valid_data: Dataset       # the same for the held-out articles (MLM: fixed masks, every scored position [MASK])
 
 KINDS = ("gpt", "encoder")
 
