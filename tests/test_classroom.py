@@ -267,3 +267,21 @@ def test_fallback_modes_warn_and_still_grade(tmp_path):
 def test_bad_submissions_folder(tmp_path):
     status, _, err = run_cli("classroom", "grade", tmp_path / "nothing", "--out", tmp_path / "out")
     assert status == 2 and "is not a folder of submissions" in err
+
+
+def test_unshare_fallback_cuts_the_network(tmp_path):
+    "Where bubblewrap is missing but `unshare` works, the notebook still runs with no network."
+    import socket, warnings
+    from llm_course import sandbox as X
+    from llm_course.autograde import run_submission
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", X.SandboxWarning)
+        try: X.sandbox_mode("unshare")
+        except X.SandboxError as e: pytest.skip(f"unshare does not work here: {e}")
+        listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(1)
+        code = (f"import socket\ntry: socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=3); "
+                "print('CONNECTED')\nexcept OSError as e: print('NO NETWORK', e)\n" + RIGHT)
+        p = write(tmp_path / "hw.ipynb", nb(code))
+        r = run_submission(p, ["merge_pair"], seed=3, timeout=10, sandbox="unshare", log=tmp_path / "log")
+    listener.close()
+    assert "NO NETWORK" in (tmp_path / "log").read_text() and r["answers"]["merge_pair"] is not None
