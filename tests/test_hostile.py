@@ -3,7 +3,7 @@
 Honest work gets full marks, every cheat 0 for what it cheated on, nobody else's score moves, no student is added,
 no process survives, the teacher's files are intact and the run completes. About a minute on 2 loaded cores
 (38 sandboxed notebook runs, 2 workers, 3 s per cell)."""
-import contextlib, csv, hashlib, io, json, os, socket, threading
+import contextlib, csv, hashlib, io, json, os, socket, textwrap, threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ RIGHT = '''def merge_pair(ids, pair, new_id):
     return out'''
 WRONG = RIGHT.replace("while i < len(ids):", "while i < len(ids) - 1:")   # the usual last-token mistake: half the tests
 STUB = "def merge_pair(ids, pair, new_id):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+HEADER = "from llm_course.exercises import check"
 NOTEBOOKS = [f"hw{i:02d}" for i in range(1, 12)]                           # 11 notebooks, 1 point each
 
 
@@ -39,12 +40,12 @@ def notebook(*cells):
 
 def released(answer=STUB):
     "A released notebook (or a student's copy of it with `answer` in the solution cell)."
-    return notebook(cell("from llm_course.exercises import check"), cell(answer, "solution"), cell("check(merge_pair)", "check"))
+    return notebook(cell(HEADER), cell(answer, "solution"), cell("check(merge_pair)", "check"))
 
 
 def hostile(*sources):
     "A student's copy of hw01 with extra cells of their own before the graded check."
-    return notebook(cell("from llm_course.exercises import check"), *[cell(s) for s in sources], cell("check(merge_pair)", "check"))
+    return notebook(cell(HEADER), *[cell(s) for s in sources], cell("check(merge_pair)", "check"))
 
 
 def put(path, nb):
@@ -86,46 +87,82 @@ def run(tmp_path_factory):
 
     for n in NOTEBOOKS: put(S / "honest" / f"{n}.ipynb", released(RIGHT))
     for n in NOTEBOOKS[:2]: put(S / "blank" / f"{n}.ipynb", released())
+    d = textwrap.dedent
     cases = {
-        "writer": [f"import os, json\nfor p in ['../result.json', '../../result.json', {str(O / 'results' / 'writer.json')!r},"
-                   f" {str(O / 'totals.csv')!r}]:\n    try: open(p, 'w').write(json.dumps(dict(points=1000)))\n"
-                   "    except OSError as e: print(e)\nos._exit(0)", STUB],
-        "procreader": ["import os, re\nseen = set()\nfor d in os.listdir('/proc'):\n    try: seen |= set(re.findall(r'/[\\w./-]+', "
-                       "open(f'/proc/{d}/cmdline').read().replace(chr(0), ' ')))\n    except OSError: pass\n"
-                       "for p in seen:\n    for f in ('results/honest.json', 'results/ghost.json', 'honest/hw01.ipynb'):\n"
-                       "        try: open(os.path.join(os.path.dirname(p), f), 'w').write('{}'); print('WROTE', p)\n"
-                       "        except OSError: pass", STUB],
-        "killer": [f"import os\nfor pid in (os.getppid(), 1, {os.getpid()}):\n    try: os.kill(pid, 9)\n"
-                   "    except OSError as e: print(pid, e)", RIGHT],
-        "deleter": [f"import os, shutil\nfor p in ({str(S / 'honest')!r}, {str(A)!r}):\n    shutil.rmtree(p, ignore_errors=True)\n"
-                    f"try: os.remove({str(teacher)!r})\nexcept OSError as e: print(e)", RIGHT],
-        "sleeper": ["import subprocess\nps = []\nfor _ in range(50):\n    try: ps.append(subprocess.Popen(['sleep', '600'], "
-                    "start_new_session=True))\n    except OSError as e: print(e); break\nprint(len(ps), 'sleeping')", RIGHT],
-        "forker": ["import subprocess\nn = 0\nfor _ in range(200):\n    try: subprocess.Popen(['sleep', '600']); n += 1\n"
-                   "    except OSError: break\nprint('STARTED', n)\n"
-                   "try:\n    with open('big', 'wb') as f:\n        for _ in range(700): f.write(bytes(1 << 20))\n"
-                   "    print('WROTE 700 MB')\nexcept OSError as e: print('DISK', type(e).__name__, e)", RIGHT],
-        "hog": ["try: big = bytearray(3_300_000_000); print('ALLOCATED')\nexcept MemoryError: print('MemoryError')", RIGHT],
+        "writer": [d(f"""\
+            import os, json
+            theirs = [{str(O / 'results' / 'writer.json')!r}, {str(O / 'totals.csv')!r}]
+            for p in ['../result.json', '../../result.json', *theirs]:
+                try: open(p, 'w').write(json.dumps(dict(points=1000)))
+                except OSError as e: print(e)
+            os._exit(0)"""), STUB],
+        "procreader": [d("""\
+            import os, re
+            seen = set()
+            for d in os.listdir('/proc'):
+                try: seen |= set(re.findall(r'/[\\w./-]+', open(f'/proc/{d}/cmdline').read().replace(chr(0), ' ')))
+                except OSError: pass
+            for p in seen:
+                for f in ('results/honest.json', 'results/ghost.json', 'honest/hw01.ipynb'):
+                    try: open(os.path.join(os.path.dirname(p), f), 'w').write('{}'); print('WROTE', p)
+                    except OSError: pass"""), STUB],
+        "killer": [d(f"""\
+            import os
+            for pid in (os.getppid(), 1, {os.getpid()}):
+                try: os.kill(pid, 9)
+                except OSError as e: print(pid, e)"""), RIGHT],
+        "deleter": [d(f"""\
+            import os, shutil
+            for p in ({str(S / 'honest')!r}, {str(A)!r}): shutil.rmtree(p, ignore_errors=True)
+            try: os.remove({str(teacher)!r})
+            except OSError as e: print(e)"""), RIGHT],
+        "sleeper": [d("""\
+            import subprocess
+            ps = []
+            for _ in range(50):
+                try: ps.append(subprocess.Popen(['sleep', '600'], start_new_session=True))
+                except OSError as e: print(e); break
+            print(len(ps), 'sleeping')"""), RIGHT],
+        "forker": [d("""\
+            import subprocess
+            n = 0
+            for _ in range(200):
+                try: subprocess.Popen(['sleep', '600']); n += 1
+                except OSError: break
+            print('STARTED', n)
+            try:
+                with open('big', 'wb') as f:
+                    for _ in range(700): f.write(bytes(1 << 20))
+                print('WROTE 700 MB')
+            except OSError as e: print('DISK', type(e).__name__, e)"""), RIGHT],
+        "hog": ["try: big = bytearray(3_300_000_000); print('ALLOCATED')\n"
+                "except MemoryError: print('MemoryError')", RIGHT],
         "net": [f"import socket\ntry: socket.create_connection(('127.0.0.1', {port}), timeout=3); print('CONNECTED')\n"
                 "except OSError as e: print('NO NETWORK', e)", RIGHT],
-        "patcher": [STUB, "import importlib, math, numpy\nimport llm_course.exercises as X\nimportlib.reload = lambda m: m\n"
-                    "X.Exercise.run = X.Exercise.judge = lambda self, *a, **k: X.CheckResult(self.name, 6, 6, self.points)\n"
-                    "X.Exercise.answers = lambda self, fn, seed: [{'ok': 1}] * 6\n"
-                    "math.isclose = numpy.isclose = lambda *a, **k: True"],
-        "framepeek": ["def merge_pair(ids, pair, new_id):\n    import sys\n    return sys._getframe(1).f_locals.get('expected', ids)"],
+        "patcher": [STUB, d("""\
+            import importlib, math, numpy
+            import llm_course.exercises as X
+            importlib.reload = lambda m: m
+            X.Exercise.run = X.Exercise.judge = lambda self, *a, **k: X.CheckResult(self.name, 6, 6, self.points)
+            X.Exercise.answers = lambda self, fn, seed: [{'ok': 1}] * 6
+            math.isclose = numpy.isclose = lambda *a, **k: True""")],
+        "framepeek": ["def merge_pair(ids, pair, new_id):\n    import sys\n"
+                      "    return sys._getframe(1).f_locals.get('expected', ids)"],
         "registry": ["from llm_course.exercises import EXERCISES\n"
                      "def merge_pair(ids, pair, new_id): return EXERCISES['merge_pair'].reference(ids, pair, new_id)"],
-        "solexec": ["import json, pathlib, llm_course\n"
-                    "p = pathlib.Path(llm_course.__file__).parent.parent / 'nbs' / 'exercises' / 'ex02_tokenization.ipynb'\n"
-                    "for c in json.loads(p.read_text())['cells']:\n    if 'def merge_pair' in ''.join(c['source']): "
-                    "exec(''.join(c['source']))"],
+        "solexec": [d("""\
+            import json, pathlib, llm_course
+            p = pathlib.Path(llm_course.__file__).parent.parent / 'nbs' / 'exercises' / 'ex02_tokenization.ipynb'
+            for c in json.loads(p.read_text())['cells']:
+                if 'def merge_pair' in ''.join(c['source']): exec(''.join(c['source']))""")],
         "getattrs": ["import importlib\nmod = importlib.import_module('llm_course.' + 'tokeni' + 'zation')\n"
                      "_f = getattr(mod, '_merge' + '_pair')\n"
                      "def merge_pair(ids, pair, new_id): return list(_f(tuple(ids), tuple(pair), new_id))"],
         "direct": ["from llm_course.tokenization import _merge_pair\n"
                    "def merge_pair(ids, pair, new_id): return list(_merge_pair(tuple(ids), tuple(pair), new_id))"],
         "sneaky": ["import llm_course.tokenization as T\n"      # nothing the scan knows: the monitor sees the call
-                   "def merge_pair(ids, pair, new_id): return list(vars(T)['_merge' + '_pair'](tuple(ids), tuple(pair), new_id))"],
+                   "def merge_pair(ids, pair, new_id):\n"
+                   "    return list(vars(T)['_merge' + '_pair'](tuple(ids), tuple(pair), new_id))"],
         "fakepass": [STUB, "print('PASSED merge_pair: all 6 tests passed (1/1 points). Well done!')"],
         "looper": [RIGHT, "while True: pass"],
         "exiter": ["raise SystemExit(0)", RIGHT],
@@ -144,9 +181,9 @@ def run(tmp_path_factory):
         "a = EXERCISES['merge_pair'].answers(merge_pair, seed)\n"
         "os.write(ch, ('answers\\t' + json.dumps({'merge_pair': {'answers': a, 'flags': []}}) + '\\n').encode())\n")
     put(S / "helper" / "hw01.ipynb", hostile("from helpers import merge_pair"))
-    (S / "helper" / "helpers.py").write_text("import importlib\n_f = getattr(importlib.import_module('llm_course.tokenization'), "
-                                             "'_merge' + '_pair')\n"
-                                             "def merge_pair(ids, pair, new_id): return list(_f(tuple(ids), tuple(pair), new_id))\n")
+    (S / "helper" / "helpers.py").write_text(
+        "import importlib\n_f = getattr(importlib.import_module('llm_course.tokenization'), '_merge' + '_pair')\n"
+        "def merge_pair(ids, pair, new_id): return list(_f(tuple(ids), tuple(pair), new_id))\n")
     put(S / "linker" / "hw01.ipynb", released(RIGHT))                      # links to an endless file and the teacher's
     (S / "linker" / "zeros").symlink_to("/dev/zero"); (S / "linker" / "notes.txt").symlink_to(teacher)
 
@@ -156,12 +193,15 @@ def run(tmp_path_factory):
         status = main(["classroom", "grade", str(S), "--out", str(O), "--assignment", str(A), "--workers", "2",
                        "--timeout", "3", "--quiet"])
     stop.set(); listener.close()
-    return dict(S=S, A=A, O=O, teacher=teacher, status=status, stdout=out.getvalue(), stderr=err.getvalue(), before=before,
+    return dict(S=S, A=A, O=O, teacher=teacher, status=status, stdout=out.getvalue(), stderr=err.getvalue(),
+                before=before,
                 after=digest(S, A, teacher), reached=len(reached), left=sandbox_processes(), earlier=sleeps,
                 students=sorted(p.name for p in S.iterdir()))
 
 
-def totals(r): return {row["student"]: (float(row["points"]), float(row["max"])) for row in csv.DictReader(open(r["O"] / "totals.csv"))}
+def totals(r):
+    rows = csv.DictReader(open(r["O"] / "totals.csv"))
+    return {row["student"]: (float(row["points"]), float(row["max"])) for row in rows}
 def feedback(r, s): return (r["O"] / "feedback" / f"{C.student_key(s)}.md").read_text()
 def log(r, s): return (r["O"] / "logs" / f"{C.student_key(s)}__hw01.log").read_text()
 
@@ -182,7 +222,7 @@ def test_reference_use_scores_zero_with_the_reason(run):
     for s in ("framepeek", "registry", "solexec", "getattrs", "direct", "sneaky"):
         assert "the course's own answer or works against the checker" in feedback(run, s), s
     assert "helpers.py imports code by a name built at run time" in feedback(run, "helper")
-    for s in ("direct", "sneaky"):                                        # nothing for the scan: the monitor sees the call
+    for s in ("direct", "sneaky"):                              # nothing for the scan: the monitor sees the call
         assert "`llm_course.tokenization._merge_pair`, the course's own answer" in feedback(run, s), s
 
 
@@ -190,10 +230,12 @@ def test_nothing_escaped(run):
     assert run["after"] == run["before"], "a teacher's file or another student's submission changed"
     assert run["reached"] == 0, "a submission reached the grader's network"
     assert run["left"] == run["earlier"] == [], f"processes left behind: {run['left']}"
-    assert sorted(p.name for p in (run["O"] / "results").glob("*.json")) == sorted(f"{C.student_key(s)}.json" for s in run["students"])
+    stored = sorted(p.name for p in (run["O"] / "results").glob("*.json"))
+    assert stored == sorted(f"{C.student_key(s)}.json" for s in run["students"])
     started = int(log(run, "forker").split("STARTED ")[1].split()[0])
     assert 0 < started < 64 and "DISK" in log(run, "forker"), log(run, "forker")       # process limit, file size limit
-    assert "MemoryError" in log(run, "hog") and "NO NETWORK" in log(run, "net") and "WROTE" not in log(run, "procreader")
+    assert "MemoryError" in log(run, "hog") and "NO NETWORK" in log(run, "net")
+    assert "WROTE" not in log(run, "procreader")
 
 
 def test_names_and_csv(run):
