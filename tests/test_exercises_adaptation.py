@@ -168,3 +168,19 @@ def test_sections_are_headings_of_their_lessons():
         if e.lesson in LESSONS:
             stem, section = e.section.split(": ", 1)
             assert section in lesson_headings(stem), (e.name, e.section)
+
+
+def init_lora(d_in, d_out, r, generator=None):
+    "Written differently: nn.init on an empty tensor, with the generator."
+    A = torch.empty(r, d_in)
+    torch.nn.init.uniform_(A, -d_in ** -0.5, d_in ** -0.5, generator=generator)
+    return A, torch.zeros(d_out, r)
+
+def test_init_lora():
+    assert run("init_lora", init_lora, seed=3).ok
+    for mistake, wrong in get_exercise("init_lora").mistakes.items(): assert_named("init_lora", wrong, mistake)
+    def swapped(d_in, d_out, r, generator=None): return torch.zeros(r, d_in), torch.randn(d_out, r, generator=generator)
+    assert_named("init_lora", swapped, "the other way round")
+    def gaussian(d_in, d_out, r, generator=None): return torch.randn(r, d_in, generator=generator), torch.zeros(d_out, r)
+    assert_named("init_lora", gaussian, "nn.Linear's weights")
+    for lazy in (stub, first, zero): assert_zero("init_lora", lazy)

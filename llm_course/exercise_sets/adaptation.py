@@ -308,6 +308,53 @@ register(Exercise(
               "the update is subtracted (that is unmerging)": _merge_with(sign=-1)},
     forbidden=("llm_course.lora:merge_lora", "llm_course.lora:LoRALinear"), atol=1e-5))
 
+# %% ../../nbs/95c_exercises_adaptation.ipynb #21a2b405
+def _init_cases(seed: int) -> list:
+    "Three layer shapes; the generator is seeded by the test's seed."
+    return [Case(f"d_in={i}, d_out={o}, r={r}", (i, o, r), dict(generator=torch.Generator().manual_seed(seed + k)))
+            for k, (i, o, r) in enumerate([(64, 32, 4), (384, 384, 8), (128, 512, 16)])]
+
+def _init_verify(case, answer) -> str | None:
+    d_in, d_out, r = case.args
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2 and all(isinstance(t, torch.Tensor) for t in answer)):
+        return "init_lora should return a tuple (lora_A, lora_B) of two tensors"
+    A, B = answer
+    if tuple(A.shape) != (r, d_in) or tuple(B.shape) != (d_out, r):
+        return f"lora_A should be ({r}, {d_in}) and lora_B ({d_out}, {r}), got {tuple(A.shape)} and {tuple(B.shape)}"
+    if B.abs().max() > 0 and A.abs().max() > 0:
+        return ("B A is not zero, so the adapted model's outputs differ from the pretrained model's before any "
+                "training: one of the two must start at zero (LoRA: B)")
+    if A.abs().max() == 0 and B.abs().max() == 0:
+        return ("both matrices are zero: the gradient of B is proportional to A x and that of A to B, so neither ever "
+                "moves. Only B starts at zero")
+    if A.abs().max() == 0: return "A is zero and B random: LoRA's convention is the other way round (B = 0, A random)"
+    bound = 1 / math.sqrt(d_in)                 # nn.Linear's default (Kaiming-uniform, a=sqrt(5)), peft's init of A
+    if A.abs().max() > bound * 1.0001 or A.std() < bound / math.sqrt(3) * 0.8:
+        return f"A should be drawn like nn.Linear's weights: uniform in [-1/sqrt(d_in), 1/sqrt(d_in)] = +-{bound:.4f}"
+    return None
+
+def _init_planted(d_in, d_out, r, generator=None):
+    "The planted function: both matrices random."
+    b_a, b_b = 1 / math.sqrt(d_in), 1 / math.sqrt(r)
+    return ((torch.rand(r, d_in, generator=generator) * 2 - 1) * b_a, (torch.rand(d_out, r, generator=generator) * 2 - 1) * b_b)
+
+register(Exercise(
+    name="init_lora", lesson="08", notebook="ex08_lora", kind="debug",
+    section="08_peft: LoRA: a low-rank update next to a frozen weight", title="Fix how LoRA's matrices start",
+    task="`init_lora` should return the starting `(lora_A, lora_B)` of a LoRA layer of rank `r` on an `nn.Linear(d_in, "
+         "d_out)`: A (r, d_in) drawn like nn.Linear's weights (uniform in +-1/sqrt(d_in), peft's choice), B (d_out, r). "
+         "As written the adapted model changes its outputs before the first training step. Fix it, using `generator` "
+         "for every random number.",
+    signature='def init_lora(d_in: int, d_out: int, r: int, generator: torch.Generator | None = None) -> tuple:\n'
+              '    "The starting (lora_A, lora_B) of a LoRA layer."',
+    hint="the update is B A: it must be zero at the start, and the gradient of B is proportional to A x, so A must not "
+         "be zero. Which one starts at zero?",
+    cases=_init_cases, verify=_init_verify,
+    mistakes={"both matrices random (the model changes before training)": _init_planted,
+              "both matrices zero (no gradient ever reaches them)": lambda d_in, d_out, r, generator=None:
+                  (torch.zeros(r, d_in), torch.zeros(d_out, r))},
+    forbidden=("llm_course.lora:LoRALinear", "llm_course.lora:add_lora")))
+
 # %% ../../nbs/95c_exercises_adaptation.ipynb #35308622
 RANKS = (1, 4, 16)
 RANK_SIZES = {"ci": dict(train=400, valid=100, steps=20, batch=8, gain=0.0), "cpu": dict(train=6000, valid=600, steps=150, batch=32, gain=0.5),
