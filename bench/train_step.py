@@ -7,6 +7,8 @@ the same run.
 
     python bench/train_step.py            # 4 layers x 128, 4 heads, block 256, batch 32, 2 threads
     python bench/train_step.py --quick    # small sizes, a few seconds
+    python bench/train_step.py --device cuda --bf16   # on a GPU (./course gpu-check): GPT-2 small sizes, bf16 autocast,
+                                                      # MFU against a bf16 matmul timed on the same card
 
 Targets on CPU: ours >= 0.95x the bare step and >= 1.2x GPT2LMHeadModel (gelu_new, as users get it).
 """
@@ -58,20 +60,25 @@ class BareGPT(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-def matmul_peak(n=2048, reps=5):
-    "GFLOP/s of the best of `reps` fp32 (n x n) @ (n x n) matmuls."
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n=2048, reps=5, device="cpu", dtype=torch.float32):
+    "GFLOP/s of the best of `reps` (n x n) @ (n x n) matmuls in `dtype` on `device` (the peak the MFU is measured against)."
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(reps))
+    best = min(_timed(lambda: a @ b, device) for _ in range(reps))
     return 2 * n**3 / best / 1e9
 
-def _timed(fn):
-    t = time.perf_counter(); fn(); return time.perf_counter() - t
+def _sync(device):
+    if str(device).startswith("cuda"): torch.cuda.synchronize()
 
-def make_step(model, loss_fn, lr=1e-3):
+def _timed(fn, device="cpu"):
+    _sync(device); t = time.perf_counter(); fn(); _sync(device); return time.perf_counter() - t
+
+def make_step(model, loss_fn, lr=1e-3, bf16=False):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    device_type = next(model.parameters()).device.type
     def step(x, y):
-        loss = loss_fn(model, x, y)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -84,9 +91,14 @@ def main(argv=None):
     ap.add_argument("--layers", type=int); ap.add_argument("--dim", type=int); ap.add_argument("--heads", type=int)
     ap.add_argument("--block", type=int); ap.add_argument("--batch", type=int); ap.add_argument("--vocab", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2); ap.add_argument("--repeats", type=int); ap.add_argument("--steps", type=int)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the gpu-check uses cuda)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast; the peak is then a bf16 matmul")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
     a = ap.parse_args(argv)
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch.cuda.is_available() is False (install the CUDA build of torch)")
     d = dict(layers=2, dim=64, heads=2, block=64, batch=8, repeats=8, steps=2) if a.quick else \
+        dict(layers=12, dim=768, heads=12, block=1024, batch=16, repeats=12, steps=2) if a.device.startswith("cuda") else \
         dict(layers=4, dim=128, heads=4, block=256, batch=32, repeats=12, steps=2)
     for k, v in d.items():
         if getattr(a, k) is None: setattr(a, k, v)
@@ -102,10 +114,11 @@ def main(argv=None):
     hf = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=T, n_layer=L, n_head=H, n_embd=C, resid_pdrop=0.0, embd_pdrop=0.0,
                                     attn_pdrop=0.0, bos_token_id=None, eos_token_id=None))   # activation_function: gelu_new (default)
     hf.loss_type = "ForCausalLM"
+    for m in (ours, bare, hf): m.to(a.device)
     steps = {
-        "bare nanoGPT-style": make_step(bare, lambda m, x, y: m(x, y)),
-        "llm_course GPT": make_step(ours, lambda m, x, y: m(x, y)[1]),
-        "HF GPT2LMHeadModel": make_step(hf, lambda m, x, y: m(input_ids=x, labels=x).loss),
+        "bare nanoGPT-style": make_step(bare, lambda m, x, y: m(x, y), bf16=a.bf16),
+        "llm_course GPT": make_step(ours, lambda m, x, y: m(x, y)[1], bf16=a.bf16),
+        "HF GPT2LMHeadModel": make_step(hf, lambda m, x, y: m(input_ids=x, labels=x).loss, bf16=a.bf16),
     }
     n_params = ours.num_params(non_embedding=True)   # includes the tied head's matmul, excludes the position lookup
     assert n_params == sum(p.numel() for p in bare.parameters()) - bare.wpe.weight.numel()
@@ -114,10 +127,12 @@ def main(argv=None):
 
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, V, (B, T + 1), generator=g) for _ in range(4)]
-    data = [(b[:, :-1].contiguous(), b[:, 1:].contiguous()) for b in batches]
+    data = [(b[:, :-1].contiguous().to(a.device), b[:, 1:].contiguous().to(a.device)) for b in batches]
     for name, step in steps.items():                  # warm-up: allocator, oneDNN primitives, AdamW state
         for x, y in data[:3]: step(x, y)
-    peak_before = matmul_peak()
+    peak_dtype = torch.bfloat16 if a.bf16 else torch.float32
+    n_peak = 8192 if a.device.startswith("cuda") else 2048
+    peak_before = matmul_peak(n_peak, device=a.device, dtype=peak_dtype)
 
     times = {n: [] for n in steps}
     names = list(steps)
@@ -125,10 +140,10 @@ def main(argv=None):
         order = names[r % 3:] + names[:r % 3]          # rotate who goes first
         for name in order:
             x, y = data[r % len(data)]
-            t = time.perf_counter()
+            _sync(a.device); t = time.perf_counter()
             for _ in range(a.steps): steps[name](x, y)
-            times[name].append((time.perf_counter() - t) / a.steps)
-    peak = max(peak_before, matmul_peak())
+            _sync(a.device); times[name].append((time.perf_counter() - t) / a.steps)
+    peak = max(peak_before, matmul_peak(n_peak, device=a.device, dtype=peak_dtype))
 
     ref, hfn, me = "bare nanoGPT-style", "HF GPT2LMHeadModel", "llm_course GPT"
     def q(xs, f): xs = sorted(xs); return xs[min(len(xs) - 1, int(f * len(xs)))]
@@ -143,7 +158,7 @@ def main(argv=None):
                          vs_hf=statistics.median(r_hf), vs_hf_iqr=[q(r_hf, .25), q(r_hf, .75)], round_step_s=times[name])
     print(f"\nTrain step, {L} layers x {C} dims, {H} heads, block {T}, batch {B}, vocab {V}, AdamW, {a.threads} threads; "
           f"{a.repeats} interleaved rounds x {a.steps} steps; {n_params:,} parameters (non-embedding)")
-    print(f"fp32 matmul peak measured in this run: {peak:.0f} GFLOP/s; model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP; "
+    print(f"{a.device} {'bf16' if a.bf16 else 'fp32'} matmul peak measured in this run: {peak:.0f} GFLOP/s; model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP; "
           f"load average (1 min) at start {load_start:.1f}, at end {os.getloadavg()[0]:.1f}\n")
     print(f"{'model':<20}{'ms/step':>9}{'best':>7}{'tokens/s':>10}{'best':>8}{'MFU':>6}{'best':>6}{'vs bare (IQR)':>20}{'vs HF (IQR)':>20}")
     for name, r in res.items():
@@ -156,7 +171,7 @@ def main(argv=None):
     print(f"\ntargets: ours >= 0.95x bare: {'met' if ok_bare else 'MISSED'} ({res[me]['vs_bare']:.2f}x); "
           f"ours >= 1.2x HF: {'met' if ok_hf else 'MISSED'} ({res[me]['vs_hf']:.2f}x)")
     out = dict(config=dict(layers=L, dim=C, heads=H, block=T, batch=B, vocab=V, threads=a.threads, repeats=a.repeats,
-                           steps=a.steps, quick=a.quick),
+                           steps=a.steps, quick=a.quick, device=a.device, bf16=a.bf16),
                n_params_non_embedding=n_params, flops_per_step=flops_per_step, matmul_peak_gflops=peak, results=res,
                targets=dict(vs_bare_min=0.95, vs_hf_min=1.2, met_vs_bare=ok_bare, met_vs_hf=ok_hf),
                env=dict(torch=torch.__version__, python=platform.python_version(), cpus=os.cpu_count(),
