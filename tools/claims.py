@@ -48,9 +48,9 @@ CLAIMS: dict[str, list[Claim]] = {
               "gpt_nll / gpt_tokens < uni", "(round(gpt_nll / gpt_tokens, 3), round(uni, 3))"),
         Claim("the shipped GPT checkpoint beats the unigram model", "gm['valid_loss'] < ckpt_uni",
               "(round(gm['valid_loss'], 3), round(ckpt_uni, 3))"),
-        Claim("the shipped encoder uses the context: with every scored position masked it beats unigram "
-              "by more than 2 standard errors",
-              "ck_gain > 2 * ck_se", "(round(float(ck_gain), 3), round(float(ck_se), 3))"),
+        # No claim on the shipped encoder's use of context: re-scored with every position masked it sits at the
+        # unigram level (6.070 vs 6.066 at cpu, 2026-12-06), and lesson 05 prints that verdict from the numbers.
+        # When a retrained encoder beats unigram, add: "ck_gain > 2 * ck_se".
     ],
     "06": [
         Claim("BBC topics: the best fine-tuned model reaches macro-F1 >= 0.90 (the cpu target)",
