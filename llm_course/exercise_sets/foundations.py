@@ -152,10 +152,13 @@ def _split_verify(case: Case, answer) -> str | None:
     for c, m in sorted(want.items()):
         k = sum(labels[i] == c for i in te)
         if k != m: return f"class {c} has {k} of its {labels.count(c)} examples in test, expected {m} = round({test} x {labels.count(c)})"
-    for c in want:
-        idx = [i for i, l in enumerate(labels) if l == c]
-        if len(idx) >= 8 and sorted(i for i in te if labels[i] == c) in (idx[:want[c]], idx[-want[c]:]):
-            return f"the test examples of class {c} are its first (or last) {want[c]}: shuffle each class with the seed first"
+    # not shuffled: in *every* class of 8+ examples the test part is its first (or every one its last) members; one
+    # class alone can land there by chance in a right answer (about 1 in 100 for 2 of 20), all of them together cannot
+    per_class = [([i for i in te if labels[i] == c], [i for i, l in enumerate(labels) if l == c], want[c]) for c in want]
+    per_class = [(sorted(t), idx, m) for t, idx, m in per_class if len(idx) >= 8 and m > 0]
+    for end, part in (("first", lambda idx, m: idx[:m]), ("last", lambda idx, m: idx[-m:])):
+        if per_class and all(t == part(idx, m) for t, idx, m in per_class):
+            return f"the test examples of every class are its {end} ones: shuffle each class with the seed first"
     return None
 
 def _split_cases(seed: int) -> list[Case]:
