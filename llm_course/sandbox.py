@@ -108,6 +108,8 @@ def _bwrap_args(argv: list[str], readable: list[Path], hidden: list[Path], env: 
     for p in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         if os.path.islink(p): a += ["--symlink", os.readlink(p), p]
         elif os.path.isdir(p): a += ["--ro-bind", p, p]
+    # a private /tmp first: binds below it (a clone or venv under /tmp) go on top of it instead of being hidden by it
+    a += ["--perms", "1777", "--size", str(disk_mb << 20), "--tmpfs", "/tmp"]; made.add(Path("/tmp"))
     roots = [p for p in ["/usr", "/etc", sys.prefix, sys.base_prefix, *readable] if os.path.exists(p)]
     roots = {Path(os.path.realpath(p)) for p in roots}
     roots = sorted(roots, key=lambda p: len(p.parts))
@@ -121,7 +123,7 @@ def _bwrap_args(argv: list[str], readable: list[Path], hidden: list[Path], env: 
         if h.exists() and any(h.is_relative_to(r) for r in roots):
             a += ["--perms", "0700", "--tmpfs", str(h)] if h.is_dir() else ["--ro-bind", "/dev/null", str(h)]
     if folder: a += ["--ro-bind", str(folder), "/submission"]
-    a += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(disk_mb << 20), "--tmpfs", "/tmp",
+    a += ["--proc", "/proc", "--dev", "/dev",
           "--perms", "0777", "--size", str(disk_mb << 20), "--tmpfs", "/home/student", "--chdir", "/home/student"]
     copy = ["/bin/sh", "-c", 'cp -R /submission/. . 2>/dev/null; exec "$@"', "sh"] if folder else []
     return a, _drop(uid is not None, uid or 0) + copy + argv
