@@ -13,24 +13,7 @@ import llm_course.exercise_sets.adaptation as A
 
 LESSONS = ("07", "08")
 
-def run(name, answer, seed=0):
-    return get_exercise(name).run(answer, seed=seed)
-
-def assert_named(name, answer, mistake_words, seed=0):
-    r = run(name, answer, seed)
-    assert not r.ok and r.points < r.max_points, r.text()
-    assert mistake_words in r.text(), r.text()
-    return r
-
-def assert_zero(name, answer, seed=0):
-    "A do-nothing answer: 0 points, worded feedback, no exception."
-    r = run(name, answer, seed)
-    assert r.points == 0 and not r.ok, r.text()
-    assert r.problems or r.zeroed, r.text()
-    return r
-
-def stub(*args, **kwargs): raise NotImplementedError()
-def first(*args, **kwargs): return args[0]
+from exercise_checks import assert_named, assert_zero, first, run, stub  # noqa: E402
 def zero(*args, **kwargs): return 0
 
 
