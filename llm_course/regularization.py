@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import set_seed
+from .core import get_device, set_seed
 from .data import TextData, make_loader
 from .evaluation import ConfidenceInterval
 from .heads import METHODS, SequenceClassifier, freeze, layerwise_param_groups, predict_logits
@@ -174,11 +174,12 @@ def train_run(backbone: nn.Module, # a pretrained encoder (copied, never changed
               train_what: str | int = "all", # see `freeze`: "all", "head" or a number of top blocks
               patience: int | None = None, # early stopping on the validation loss, restoring the best weights
               fgm: float = 0.0, # FGM's epsilon; 0: no adversarial training
+              device: str | torch.device | None = None, # where to train; default `get_device()`
              ) -> dict:
     "Fine-tune a copy of `backbone` with one recipe; returns the History and per-example scores on train and test."
     set_seed(seed)
     model = SequenceClassifier(copy.deepcopy(backbone), len(train.label_names), label_names=train.label_names)
-    set_dropout(model, dropout)
+    model.to(get_device(device)); set_dropout(model, dropout)
     freeze(model, train_what)
     _, lr, head_lr, decay = METHODS["head only" if train_what == "head" else "full"]
     cfg = TrainConfig(lr=head_lr, weight_decay=weight_decay, max_steps=steps, warmup_steps=max(1, steps // 10),
