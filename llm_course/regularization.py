@@ -168,7 +168,11 @@ def train_run(backbone: nn.Module, # a pretrained encoder (copied, never changed
               valid: TextData, # for the curves and early stopping
               test: TextData, # held out: the reported accuracy and the gap
               score_train: TextData | None = None, # texts scored as the "train" side of the gap; default `train`
-              steps: int = 36, batch_size: int = 8, max_length: int = 40, eval_every: int = 4, seed: int = 0,
+              steps: int = 30, # optimizer steps (early stopping may end sooner)
+              batch_size: int = 8, # training examples per step
+              max_length: int = 40, # tokens per text
+              eval_every: int = 3, # steps between evaluations on `valid`
+              seed: int = 0, # seeds the head's initialisation, the data order and dropout
               weight_decay: float = 0.0, # AdamW decay on weight matrices
               dropout: float = 0.0, # every dropout layer of backbone and head
               train_what: str | int = "all", # see `freeze`: "all", "head" or a number of top blocks
