@@ -61,6 +61,13 @@ CLAIMS: dict[str, list[Claim]] = {
         Claim("our head on MiniLM computes what AutoModelForSequenceClassification computes",
               "(our_logits - hf_logits).abs().max().item() < 1e-5", "(our_logits - hf_logits).abs().max().item()"),
     ],
+    "06a": [
+        Claim("the plain fine-tuning run overfits: its validation loss turns and climbs while the training loss falls",
+              "diverged", "(round(ev[turn], 3), plain['history'].evals[turn]['step'], round(ev[-1], 3))"),
+        Claim("FGM's step has norm epsilon, points along the gradient, raises the loss, and is undone exactly",
+              "abs(r_adv.norm().item() - 0.5) < 1e-5 and cos.item() > 1 - 1e-5 and attacked > clean.item() "
+              "and torch.equal(toy[0].weight, w0)", "(round(r_adv.norm().item(), 6), round(cos.item(), 6))"),
+    ],
     "07": [
         Claim("temperature scaling finds T close to 3 for logits three times too sure",
               "abs(T_syn - 3) < 0.15", "round(T_syn, 3)"),
