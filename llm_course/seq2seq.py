@@ -14,8 +14,8 @@ from torch import nn
 import torch.nn.functional as F
 
 from .data import CORPUS_VALID_FRACTION, load_bbc
-from .transformer import (ATTENTION_CLASSES, MLP, Transformer, TransformerConfig, build_mask,
-                                    scaled_dot_product_attention)
+from .transformer import (
+    ATTENTION_CLASSES, MLP, Transformer, TransformerConfig, build_mask, scaled_dot_product_attention)
 
 # %% auto #0
 __all__ = ['CrossAttention', 'DecoderBlock', 'bart_config', 'bart_layer_weights', 'Seq2SeqConfig', 'Decoder', 'Seq2Seq',
