@@ -155,6 +155,8 @@ def check_model_dir(path: str | Path, # a folder written by `llm-course finetune
                 end = 8 + n + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
             except (ValueError, KeyError, TypeError): end = -1
         if end != f.stat().st_size: raise ValueError(f"{f} is truncated or damaged ({f.stat().st_size} bytes): {fix}")
+    from llm_course.heads import verify_model_files
+    verify_model_files(path)   # every byte against manifest.json's SHA-256 (a folder saved without one: a note)
     return path
 
 

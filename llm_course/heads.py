@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_heads.ipynb #bee666dc
 from __future__ import annotations
-import csv, io, json, math, operator, time, warnings
+import csv, io, json, math, operator, sys, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,19 +12,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
-from .core import atomic_dir, get_device, get_profile, is_complete, set_seed
-from .data import TextData, make_loader
-from .training import Callback, TrainConfig, fit, model_device, to_device
+from .core import COMPLETE_MARKER, atomic_dir, get_device, get_profile, is_complete, set_seed
+from .assets import sha256_file
+from .data import PadCollate, TextClassificationDataset, TextData, make_loader, token_lengths
+from .training import Callback, TrainConfig, epoch_seed, fit, model_device, to_device
 from .evaluation import accuracy_score, f1_score
 
 # %% auto #0
-__all__ = ['POOLINGS', 'METHODS', 'HEAD_FILE', 'HEAD_WEIGHTS', 'LORA_TARGETS', 'HFBackbone', 'as_backbone', 'backbone_layers',
-           'pool', 'cross_entropy', 'class_weights', 'SequenceClassifier', 'SequenceRegressor', 'TokenClassifier',
-           'count_parameters', 'freeze', 'layerwise_param_groups', 'predict_logits', 'classification_metrics',
-           'metrics_from_logits', 'finetune', 'tfidf_baseline', 'Predictions', 'TextClassifier', 'save_classifier',
-           'load_classifier', 'DataError', 'read_csv', 'read_labelled_csv', 'load_backbone', 'lora_targets',
-           'add_peft_lora', 'finetune_csv', 'predict_csv']
+__all__ = ['POOLINGS', 'METHODS', 'HEAD_FILE', 'HEAD_WEIGHTS', 'MODEL_MANIFEST', 'LORA_TARGETS', 'HFBackbone', 'as_backbone',
+           'backbone_layers', 'pool', 'cross_entropy', 'class_weights', 'SequenceClassifier', 'SequenceRegressor',
+           'TokenClassifier', 'count_parameters', 'freeze', 'layerwise_param_groups', 'predict_logits',
+           'classification_metrics', 'metrics_from_logits', 'finetune', 'LengthGroupedSampler', 'grouped_loader',
+           'tfidf_baseline', 'Predictions', 'TextClassifier', 'write_manifest', 'DamagedModelError',
+           'verify_model_files', 'save_classifier', 'load_classifier', 'DataError', 'read_csv', 'read_labelled_csv',
+           'load_backbone', 'lora_targets', 'add_peft_lora', 'finetune_csv', 'predict_csv']
 
 # %% ../nbs/06_heads.ipynb #b1d16036
 class HFBackbone(nn.Module):
@@ -349,6 +352,44 @@ def _take(loader, n):
     import itertools
     return list(itertools.islice(loader, n))
 
+# %% ../nbs/06_heads.ipynb #1b603996
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    "Example indices in batches of similar length, the batches in random order (a `DataLoader` cuts them)."
+    def __init__(self, lengths: list[int], # tokens per example
+                 batch_size: int, # examples per batch: the DataLoader's `batch_size`
+                 mult: int = 50, # batches per window sorted by length (`mega_batch_mult` in transformers)
+                 seed: int = 42, # seeds the shuffles, with the epoch
+                ):
+        if operator.index(batch_size) < 1 or operator.index(mult) < 1:
+            raise ValueError(f"batch_size and mult must be at least 1, got {batch_size}, {mult}")
+        self.lengths, self.batch_size, self.mult, self.seed, self.epoch = list(lengths), batch_size, mult, seed, 0
+    def set_epoch(self, epoch: int): self.epoch = epoch   # `fit` calls it, so every run draws the same batches per epoch
+    def __len__(self) -> int: return len(self.lengths)
+    def __iter__(self):
+        g, bs = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)), self.batch_size
+        idx, w, batches = torch.randperm(len(self.lengths), generator=g).tolist(), self.mult * bs, []
+        for s in range(0, len(idx), w):   # 1) sort each window of `mult` batches by length, 2) cut it into batches
+            window = sorted(idx[s:s + w], key=self.lengths.__getitem__)
+            batches += [window[i:i + bs] for i in range(0, len(window), bs)]
+        full, short = [b for b in batches if len(b) == bs], [b for b in batches if len(b) < bs]
+        for j in torch.randperm(len(full), generator=g).tolist(): yield from full[j]   # 3) batches in random order
+        for b in short: yield from b   # a short batch last, so the DataLoader's cuts fall on batch boundaries
+
+
+# %% ../nbs/06_heads.ipynb #797f204f
+def grouped_loader(data: TextData, # the training examples
+                   tokenizer, # a Hugging Face tokenizer with a pad token
+                   batch_size: int, # examples per batch
+                   max_length: int | None = None, # truncate to this many tokens; default: the profile's `max_length`
+                   seed: int = 42, # seeds the batches (see `LengthGroupedSampler`)
+                  ) -> DataLoader:
+    "A training DataLoader like `make_loader(..., shuffle=True)`, with length-grouped batches: far less padding."
+    max_length = max_length or get_profile().max_length
+    sampler = LengthGroupedSampler(token_lengths(data, tokenizer, max_length), batch_size, seed=seed)
+    return DataLoader(TextClassificationDataset(data), batch_size=batch_size, sampler=sampler,
+                      collate_fn=PadCollate(tokenizer, max_length))
+
+
 # %% ../nbs/06_heads.ipynb #c1c33666
 def tfidf_baseline(train: TextData, # training texts and labels
                    test: TextData, # evaluation texts and labels
@@ -408,6 +449,52 @@ class TextClassifier:
 
     def save(self, path): return save_classifier(self.model, self.tokenizer, path, self.max_length)
 
+# %% ../nbs/06_heads.ipynb #2381d3f0
+MODEL_MANIFEST = "manifest.json"
+
+def write_manifest(path: str | Path, # a folder whose files are final
+                  ) -> dict:
+    "Record the size and SHA-256 of every file under `path` in its `manifest.json`; returns the manifest."
+    path = Path(path)
+    files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*"))
+             if p.is_file() and p.name not in (MODEL_MANIFEST, COMPLETE_MARKER)}
+    manifest = dict(format=1, files={r: p.stat().st_size for r, p in files.items()},
+                    sha256={r: sha256_file(p) for r, p in files.items()})
+    (path / MODEL_MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+# %% ../nbs/06_heads.ipynb #c748b4af
+class DamagedModelError(ValueError):
+    "A saved model whose files differ from its manifest; the message names the file and the fix."
+
+_NOTED = set()   # folders already reported as saved without hashes (one note per folder and process)
+
+def verify_model_files(path: str | Path, # a folder written by `save_classifier`
+                      ) -> bool:
+    "True if every file matches its size and SHA-256 in `manifest.json`; False, with a note, if the folder has none."
+    path, fix = Path(path), "re-run `llm-course finetune` (or `save_classifier`) to write it again"
+    if not (path / MODEL_MANIFEST).is_file():
+        if str(path.resolve()) not in _NOTED:
+            _NOTED.add(str(path.resolve()))
+            print(f"note: {path} has no {MODEL_MANIFEST} (saved before files were hashed), so it is loaded unverified; "
+                  "save it again to add the hashes", file=sys.stderr)
+        return False
+    try: m = json.loads((path / MODEL_MANIFEST).read_text()); sizes, hashes = dict(m["files"]), dict(m["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DamagedModelError(f"{path / MODEL_MANIFEST} is unreadable ({e}): {fix}") from None
+    if not hashes or sizes.keys() != hashes.keys() or any(Path(r).is_absolute() or ".." in Path(r).parts for r in hashes):
+        raise DamagedModelError(f"{path / MODEL_MANIFEST} does not list the folder's files: {fix}")
+    for r, n in sorted(sizes.items()):   # 1) cheap: every file there, at its size
+        f = path / r
+        if not f.is_file(): raise DamagedModelError(f"{f} is missing: {fix}")
+        if f.stat().st_size != n: raise DamagedModelError(f"{f} has {f.stat().st_size} bytes, {n} when saved: {fix}")
+    for r, h in sorted(hashes.items()):   # 2) every byte: the SHA-256
+        if sha256_file(path / r) != h:
+            raise DamagedModelError(f"{path / r} is damaged (its SHA-256 differs from {MODEL_MANIFEST}): {fix}")
+    return True
+
+
 # %% ../nbs/06_heads.ipynb #36aa24f1
 def _is_saved_classifier(path: Path) -> bool: return (path / HEAD_FILE).is_file()
 
@@ -436,6 +523,7 @@ def save_classifier(model: SequenceClassifier, # the fine-tuned classifier
         torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}, tmp / HEAD_WEIGHTS)
         tokenizer.save_pretrained(tmp)
         (tmp / HEAD_FILE).write_text(json.dumps(meta, indent=1))
+        write_manifest(tmp)   # sizes and SHA-256 of every file, checked by `load_classifier`
     return path
 
 def load_classifier(path: str | Path, # a folder written by `save_classifier` (or `llm-course finetune`)
@@ -448,6 +536,7 @@ def load_classifier(path: str | Path, # a folder written by `save_classifier` (o
     if not _is_saved_classifier(path) or not is_complete(path):
         raise FileNotFoundError(f"{path} is not a saved classifier (no complete {HEAD_FILE}): pass the folder written by "
                                 "save_classifier or `llm-course finetune --out`.")
+    verify_model_files(path)   # a changed byte anywhere: refused here, before anything is built from it
     meta = json.loads((path / HEAD_FILE).read_text())
     if meta.get("backbone") == "transformers": backbone = AutoModel.from_pretrained(path / "backbone", local_files_only=True)
     else:

@@ -465,3 +465,52 @@ def test_cli_full_method_on_a_local_hf_folder(tmp_path, minilm_parts):
     assert "1 step in" in out
     clf = load_classifier(tmp_path / "m")
     assert count_parameters(clf.model)["total"] == sum(p.numel() for p in model.parameters()) + 384 * 3 + 3
+
+
+# ---------------------------------------------------------------- verified files (SHA-256 manifest)
+
+@pytest.fixture
+def tiny_saved(tmp_path, minilm_parts):
+    "A classifier on a small BERT (MiniLM's tokenizer) saved by save_classifier, and a CSV to predict."
+    from transformers import BertConfig, BertModel
+    _, tok = minilm_parts
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=64))
+    saved = save_classifier(SequenceClassifier(HFBackbone(bert), 2, label_names=["neg", "pos"]), tok, tmp_path / "m",
+                            max_length=32)
+    return saved, _write(tmp_path / "in.csv", [("a good film", "pos"), ("a bad one", "neg")])
+
+
+def _flip(path, at: int):
+    data = bytearray(path.read_bytes()); data[at] ^= 0x01; path.write_bytes(bytes(data))
+
+
+def test_flipped_weight_byte_is_refused(tiny_saved, tmp_path, monkeypatch):
+    import llm_course.serving
+    from llm_course.heads import DamagedModelError, verify_model_files
+    def must_not_serve(*a, **k): raise AssertionError("serve started on a damaged model")
+    monkeypatch.setattr(llm_course.serving, "serve_model", must_not_serve)   # a missed check fails instead of hanging
+    saved, texts = tiny_saved
+    weights = saved / "backbone" / "model.safetensors"
+    intact = load_classifier(saved).predict(["fine"]).probs
+    assert verify_model_files(saved) is True
+    size = weights.stat().st_size
+    _flip(weights, size - 3)                                     # a weight's byte: same size, header intact
+    assert weights.stat().st_size == size
+    with pytest.raises(DamagedModelError, match="backbone/model.safetensors is damaged"): load_classifier(saved)
+    for argv in (["predict", saved, "--input", texts, "--output", tmp_path / "o.csv"], ["serve", saved]):
+        status, _, err = _main(argv)                             # the CLI: one line naming the file and the fix
+        lines = err.strip().splitlines()
+        assert status == 2 and len(lines) == 1 and "model.safetensors" in lines[0] and "finetune" in lines[0], err
+    assert not (tmp_path / "o.csv").exists()
+    _flip(weights, size - 3)                                     # flipped back: loads, predicts as before
+    np.testing.assert_array_equal(load_classifier(saved).predict(["fine"]).probs, intact)
+
+
+def test_model_saved_without_hashes_still_loads_with_a_note(tiny_saved, tmp_path):
+    saved, texts = tiny_saved
+    (saved / "manifest.json").unlink()                           # as save_classifier wrote folders before hashes
+    status, out, err = _main(["predict", saved, "--input", texts, "--output", tmp_path / "o.csv", "--quiet"])
+    assert status == 0 and "wrote 2 predictions" in out, err
+    assert err.count("loaded unverified") == 1 and "save it again" in err, err
