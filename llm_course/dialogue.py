@@ -18,226 +18,317 @@ __all__ = ['SAME', 'HISTORY_MODES', 'SUPPORT_SYSTEM', 'TICKERS', 'NO_KEY', 'SEVE
            'window_alerts']
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #ef096cd1
-SAME = "="   # in a labelled conversation: this turn continues the request before it
+SAME = "="  # in a labelled conversation: this turn continues the request before it
 
-def dialogue_labels(dialogue: Sequence[tuple[str, str]], # (customer message, its intent or SAME) for each turn
-                   ) -> tuple[list[str], list[str], list[str]]:
-    "The messages, each turn's intent (SAME resolved to the request it continues) and its kind: first, follow-up or switch."
+
+def dialogue_labels(
+    dialogue: Sequence[tuple[str, str]],  # (customer message, its intent or SAME) for each turn
+) -> tuple[list[str], list[str], list[str]]:
+    "Messages, each turn's intent (a SAME resolved to the request it continues) and kind: first, follow-up or switch."
     texts, gold, kinds = [], [], []
     for j, (text, intent) in enumerate(dialogue):
-        if not isinstance(text, str) or not text.strip(): raise ValueError(f"turn {j} has no message ({text!r}): every turn needs the customer's text")
-        if intent == SAME and j == 0: raise ValueError(f"the first turn {text!r} is marked SAME, but no request comes before it: give it its intent")
-        texts.append(text); gold.append(gold[-1] if intent == SAME else intent)
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"turn {j} has no message ({text!r}): every turn needs the customer's text")
+        if intent == SAME and j == 0:
+            raise ValueError(
+                f"the first turn {text!r} is marked SAME, but no request comes before it: give it its intent"
+            )
+        texts.append(text)
+        gold.append(gold[-1] if intent == SAME else intent)
         kinds.append("first" if j == 0 else "follow-up" if intent == SAME else "switch")
     return texts, gold, kinds
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #71ccf47e
-def carry_intents(intents: Sequence[str], # the router's intent for each turn of one conversation (`out_of_scope` when unsure)
-                 ) -> list[str]:
-    "The tracked intent after each turn: the turn's own when the router is sure, else the one before (a follow-up keeps the request)."
+def carry_intents(
+    intents: Sequence[str],  # the router's intent for each turn of one conversation (`out_of_scope` when unsure)
+) -> list[str]:
+    "The tracked intent after each turn: its own when the router is sure, else the one before (a follow-up keeps it)."
     tracked = []
-    for intent in intents: tracked.append(tracked[-1] if intent == OUT_OF_SCOPE_INTENT and tracked else intent)
+    for intent in intents:
+        tracked.append(tracked[-1] if intent == OUT_OF_SCOPE_INTENT and tracked else intent)
     return tracked
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #7dc74bad
-def with_context(texts: Sequence[str], # the customer's messages of one conversation, in order
-                 n_prev: int = 1, # earlier messages to put before each one
-                 sep: str = " ", # between the messages
-                ) -> list[str]:
+def with_context(
+    texts: Sequence[str],  # the customer's messages of one conversation, in order
+    n_prev: int = 1,  # earlier messages to put before each one
+    sep: str = " ",  # between the messages
+) -> list[str]:
     "Each message with the `n_prev` customer messages before it: what a classifier reads when it sees a little history."
-    if n_prev < 0: raise ValueError(f"n_prev must be 0 or more (0: no history), got {n_prev}")
-    return [sep.join(texts[max(0, i - n_prev):i + 1]) for i in range(len(texts))]
+    if n_prev < 0:
+        raise ValueError(f"n_prev must be 0 or more (0: no history), got {n_prev}")
+    return [sep.join(texts[max(0, i - n_prev) : i + 1]) for i in range(len(texts))]
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #0ea91b63
 HISTORY_MODES = ("none", "carry", "context")
 
-def track_dialogues(router: IntentRouter, # lesson 11's router: embed, classify, out-of-scope threshold
-                    dialogues: Sequence[Sequence[str]], # the customer's messages, one list per conversation
-                    history: str = "carry", # "none": each turn alone; "carry": unsure turns keep the intent; "context": read the previous message too, and carry
-                   ) -> list[list[str]]:
+
+def track_dialogues(
+    router: IntentRouter,  # lesson 11's router: embed, classify, out-of-scope threshold
+    dialogues: Sequence[Sequence[str]],  # the customer's messages, one list per conversation
+    history: str = "carry",  # "none", "carry" (unsure turns keep the intent) or "context" (read the message before too)
+) -> list[list[str]]:
     "The tracked intent of every turn of every conversation."
-    if history not in HISTORY_MODES: raise ValueError(f"history must be one of {HISTORY_MODES}, got {history!r}")
+    if history not in HISTORY_MODES:
+        raise ValueError(f"history must be one of {HISTORY_MODES}, got {history!r}")
     texts = [t for d in dialogues for t in (with_context(d) if history == "context" else d)]
     pred = [r["intent"] for r in router.predict(texts)] if texts else []
     tracked, k = [], 0
     for d in dialogues:
-        p, k = pred[k:k + len(d)], k + len(d)
+        p, k = pred[k : k + len(d)], k + len(d)
         tracked.append(p if history == "none" else carry_intents(p))
     return tracked
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #2d4fe129
-def turn_hits(gold: Sequence[Sequence[str]], # the true intent of each turn, one list per conversation
-              pred: Sequence[Sequence[str]], # the tracked intent of each turn, the same shape
-              mask: Sequence[Sequence[bool]] | None = None, # which turns to count (e.g. only follow-ups); default: all
-             ) -> np.ndarray: # (n_conversations, 2): right turns, counted turns
+def turn_hits(
+    gold: Sequence[Sequence[str]],  # the true intent of each turn, one list per conversation
+    pred: Sequence[Sequence[str]],  # the tracked intent of each turn, the same shape
+    mask: Sequence[Sequence[bool]] | None = None,  # which turns to count (e.g. only follow-ups); default: all
+) -> np.ndarray:  # (n_conversations, 2): right turns, counted turns
     "Per conversation: how many counted turns have the right intent, and how many are counted."
-    if len(gold) != len(pred): raise ValueError(f"gold has {len(gold)} conversations and pred {len(pred)}: pass one list of turns per conversation in both")
+    if len(gold) != len(pred):
+        raise ValueError(
+            f"gold has {len(gold)} conversations and pred {len(pred)}: pass one list of turns per conversation in both"
+        )
     rows = []
     for i, (g, p) in enumerate(zip(gold, pred)):
         m = [True] * len(g) if mask is None else list(mask[i])
-        if not len(g) == len(p) == len(m): raise ValueError(f"conversation {i}: {len(g)} true intents, {len(p)} predicted, {len(m)} mask values; they must match")
+        if not len(g) == len(p) == len(m):
+            raise ValueError(
+                f"conversation {i}: {len(g)} true intents, {len(p)} predicted, {len(m)} mask values; they must match"
+            )
         rows.append((sum(a == b for a, b, k in zip(g, p, m) if k), sum(m)))
     return np.array(rows, dtype=float).reshape(-1, 2)
 
-def pooled_accuracy(_, # unused: the labels slot of a `paired_bootstrap` metric
-                    hits: np.ndarray, # (n, 2) from `turn_hits`
-                   ) -> float:
+
+def pooled_accuracy(
+    _,  # unused: the labels slot of a `paired_bootstrap` metric
+    hits: np.ndarray,  # (n, 2) from `turn_hits`
+) -> float:
     "Right turns over counted turns, pooled over the conversations: the per-turn accuracy."
     return float(hits[:, 0].sum() / hits[:, 1].sum()) if hits[:, 1].sum() else float("nan")
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #7ea51232
-def prompt_tokens(tokenizer, # a tokenizer with a chat template, e.g. `load_smollm2_tokenizer()`
-                  messages: Sequence[dict], # the conversation: [{"role": "system" | "user" | "assistant", "content": ...}, ...]
-                 ) -> int:
+def prompt_tokens(
+    tokenizer,  # a tokenizer with a chat template, e.g. `load_smollm2_tokenizer()`
+    messages: Sequence[dict],  # the conversation: [{"role": "system" | "user" | "assistant", "content": ...}, ...]
+) -> int:
     "Tokens of the chat-templated conversation, ready for the assistant to answer: what sending this turn costs."
-    if not getattr(tokenizer, "chat_template", None): raise ValueError("the tokenizer has no chat template: use a chat model's tokenizer, e.g. load_smollm2_tokenizer()")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "the tokenizer has no chat template: use a chat model's tokenizer, e.g. load_smollm2_tokenizer()"
+        )
     text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #74ed21bc
-def truncate_history(tokenizer, # a tokenizer with a chat template
-                     messages: Sequence[dict], # the conversation; system messages are always kept
-                     budget: int, # the most tokens the prompt may have
-                    ) -> list[dict]:
-    "The system message(s) and the longest recent part of the conversation that fits `budget`, cut only before a user message."
+def truncate_history(
+    tokenizer,  # a tokenizer with a chat template
+    messages: Sequence[dict],  # the conversation; system messages are always kept
+    budget: int,  # the most tokens the prompt may have
+) -> list[dict]:
+    "The system message(s) and the longest recent part of the chat that fits `budget`, cut only before a user message."
     system = [m for m in messages if m["role"] == "system"]
     rest = [m for m in messages if m["role"] != "system"]
     starts = [i for i, m in enumerate(rest) if m["role"] == "user"]
-    if not starts: raise ValueError("the conversation has no user message: there is nothing to answer")
-    fits = lambda j: prompt_tokens(tokenizer, system + rest[starts[j]:]) <= budget   # keep from the j-th user message on
-    if fits(0): return system + rest                                                 # everything fits: one call
+    if not starts:
+        raise ValueError("the conversation has no user message: there is nothing to answer")
+    fits = lambda j: (
+        prompt_tokens(tokenizer, system + rest[starts[j] :]) <= budget
+    )  # keep from the j-th user message on
+    if fits(0):
+        return system + rest  # everything fits: one call
     if not fits(len(starts) - 1):
-        n = prompt_tokens(tokenizer, system + rest[starts[-1]:])
-        raise ValueError(f"the system message and the last user turn alone take {n} tokens, over the budget of {budget}: raise the budget or shorten them")
-    lo, step = len(starts) - 1, 1              # lo fits; 0 does not. 1) gallop back from the newest turn, doubling the step
-    while lo - step > 0 and fits(lo - step): lo, step = lo - step, 2 * step
-    hi = max(lo - step, 0)                     # 2) bisect between a cut that does not fit (hi) and one that does (lo)
+        n = prompt_tokens(tokenizer, system + rest[starts[-1] :])
+        raise ValueError(
+            f"the system message and the last user turn alone take {n} tokens, over the budget of "
+            f"{budget}: raise the budget or shorten them"
+        )
+    lo, step = len(starts) - 1, 1  # lo fits; 0 does not. 1) gallop back from the newest turn, doubling the step
+    while lo - step > 0 and fits(lo - step):
+        lo, step = lo - step, 2 * step
+    hi = max(lo - step, 0)  # 2) bisect between a cut that does not fit (hi) and one that does (lo)
     while lo - hi > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return system + rest[starts[lo]:]
+    return system + rest[starts[lo] :]
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #e06c39e7
-SUPPORT_SYSTEM = ("You are the customer-service assistant of a bank and online shop. The customer's current request: {intent}. "
-                  "What to tell them: {reply} Answer in one or two short sentences.")
+SUPPORT_SYSTEM = (
+    "You are the customer-service assistant of a bank and online shop. The customer's current request: {intent}. "
+    "What to tell them: {reply} Answer in one or two short sentences."
+)
 
-def generate_reply(model, # a chat causal LM, e.g. `load_smollm2()`
-                   tokenizer, # its tokenizer (with the chat template)
-                   messages: Sequence[dict], # the conversation, ending with the customer's message
-                   max_new_tokens: int = 48, # the reply's length limit
-                  ) -> str:
+
+def generate_reply(
+    model,  # a chat causal LM, e.g. `load_smollm2()`
+    tokenizer,  # its tokenizer (with the chat template)
+    messages: Sequence[dict],  # the conversation, ending with the customer's message
+    max_new_tokens: int = 48,  # the reply's length limit
+) -> str:
     "The model's greedy reply to the conversation (its chat template, generation prompt added)."
     import torch
+
     text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-    with torch.no_grad(): out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #a26bb545
 class ChatSession:
     "A multi-turn support chat: tracks the intent across turns, keeps the history within a token budget, answers."
-    def __init__(self, router: IntentRouter, # lesson 11's router (its replies are the policy)
-                 tokenizer, # the chat model's tokenizer (with a chat template)
-                 model=None, # a chat causal LM to write replies; None: the canned replies
-                 budget: int = 1024, # the most tokens a prompt may have; older turns are cut
-                 history: str = "carry", # how the intent is tracked: "none", "carry" or "context" (see `track_dialogues`)
-                 max_new_tokens: int = 48, # reply length when a model writes it
-                 system: str = SUPPORT_SYSTEM, # the system message, with {intent} and {reply} slots
-                ):
-        if history not in HISTORY_MODES: raise ValueError(f"history must be one of {HISTORY_MODES}, got {history!r}")
+
+    def __init__(
+        self,
+        router: IntentRouter,  # lesson 11's router (its replies are the policy)
+        tokenizer,  # the chat model's tokenizer (with a chat template)
+        model=None,  # a chat causal LM to write replies; None: the canned replies
+        budget: int = 1024,  # the most tokens a prompt may have; older turns are cut
+        history: str = "carry",  # how the intent is tracked: "none", "carry" or "context" (see `track_dialogues`)
+        max_new_tokens: int = 48,  # reply length when a model writes it
+        system: str = SUPPORT_SYSTEM,  # the system message, with {intent} and {reply} slots
+    ):
+        if history not in HISTORY_MODES:
+            raise ValueError(f"history must be one of {HISTORY_MODES}, got {history!r}")
         self.router, self.tokenizer, self.model, self.budget, self.history = router, tokenizer, model, budget, history
         self.max_new_tokens, self.system = max_new_tokens, system
-        self.turns, self.intent, self.log = [], None, []   # user/assistant messages; the tracked intent; one record per turn
+        self.turns, self.log = [], []  # the user/assistant messages; one record per turn
+        self.intent = None  # the tracked intent
 
-    def send(self, text: str, # the customer's message
-            ) -> dict:
+    def send(
+        self,
+        text: str,  # the customer's message
+    ) -> dict:
         "One turn: the tracked intent, the reply, the prompt's tokens and how many earlier messages were cut to fit."
         users = [m["content"] for m in self.turns if m["role"] == "user"]
         read = with_context(users + [text])[-1] if self.history == "context" else text
         found = self.router.predict([read])[0]["intent"]
         carried = self.history != "none" and found == OUT_OF_SCOPE_INTENT and self.intent is not None
         self.intent = self.intent if carried else found
-        system = dict(role="system", content=self.system.format(intent=self.intent, reply=self.router.replies[self.intent]))
+        system = dict(
+            role="system", content=self.system.format(intent=self.intent, reply=self.router.replies[self.intent])
+        )
         prompt = truncate_history(self.tokenizer, [system, *self.turns, dict(role="user", content=text)], self.budget)
-        reply = (generate_reply(self.model, self.tokenizer, prompt, self.max_new_tokens) if self.model is not None
-                 else self.router.replies[self.intent])
+        reply = (
+            generate_reply(self.model, self.tokenizer, prompt, self.max_new_tokens)
+            if self.model is not None
+            else self.router.replies[self.intent]
+        )
         self.turns += [dict(role="user", content=text), dict(role="assistant", content=reply)]
-        rec = dict(intent=self.intent, carried=carried, reply=reply, prompt_tokens=prompt_tokens(self.tokenizer, prompt),
-                   cut=len(self.turns) - len(prompt))   # earlier messages left out of the prompt
+        rec = dict(
+            intent=self.intent,
+            carried=carried,
+            reply=reply,
+            prompt_tokens=prompt_tokens(self.tokenizer, prompt),
+            cut=len(self.turns) - len(prompt),
+        )  # earlier messages left out of the prompt
         self.log.append(rec)
         return rec
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #866ecbfd
-def label_changes(labels: Sequence, # labels in file order
-                 ) -> int:
-    "How many times the label differs from the row before: k - 1 for a file sorted by label (k classes), about n(1 - sum p^2) in random order."
+def label_changes(
+    labels: Sequence,  # labels in file order
+) -> int:
+    "Times the label differs from the row before: k - 1 if sorted by its k labels, ~n(1 - sum p^2) if shuffled."
     labels = np.asarray(labels)
     return int((labels[1:] != labels[:-1]).sum()) if len(labels) > 1 else 0
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #c4570053
 TICKERS = {  # ticker (2015) -> how tweets name the company: its account, name, products or cashtag
-    "AAPL": r"\$?aapl|apple|iphone\w*|ipad|macbook", "GOOG": r"\$?goog\w*", "UAL": r"@united", "AAL": r"@americanair",
-    "LCC": r"@usairways", "LUV": r"@southwestair|\$luv", "JBLU": r"@jetblue", "VA": r"@virginamerica"}
+    "AAPL": r"\$?aapl|apple|iphone\w*|ipad|macbook",
+    "GOOG": r"\$?goog\w*",
+    "UAL": r"@united",
+    "AAL": r"@americanair",
+    "LCC": r"@usairways",
+    "LUV": r"@southwestair|\$luv",
+    "JBLU": r"@jetblue",
+    "VA": r"@virginamerica",
+}
 NO_KEY, SEVERAL = "", "several"
 
-def ticker_keys(texts: Sequence[str], # the tweets
-                tickers: dict[str, str] = TICKERS, # ticker -> regular expression naming the company (matched as whole words, any case)
-               ) -> np.ndarray:
+
+def ticker_keys(
+    texts: Sequence[str],  # the tweets
+    tickers: dict[
+        str, str
+    ] = TICKERS,  # ticker -> regular expression naming the company (matched as whole words, any case)
+) -> np.ndarray:
     "The ticker of the one company each text names; `NO_KEY` when it names none, `SEVERAL` when it names more than one."
-    if isinstance(texts, str): raise TypeError("texts must be a list of strings, not one string: wrap it, e.g. [text]")
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string: wrap it, e.g. [text]")
     pats = {k: re.compile(rf"(?<![a-z0-9])(?:{p})(?![a-z0-9])", re.IGNORECASE) for k, p in tickers.items()}
     found = [[k for k, p in pats.items() if p.search(t)] for t in texts]
     return np.array([f[0] if len(f) == 1 else NO_KEY if not f else SEVERAL for f in found], dtype=object)
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #54a91a5d
-def share_by_key(keys: Sequence, # the key of each row (e.g. `ticker_keys`)
-                 labels: Sequence, # the label (or predicted label) of each row
-                 label, # the label whose share is wanted, e.g. 0 for negative
-                 n_boot: int = 1000, # bootstrap resamples per key
-                 level: float = 0.95, # coverage of the intervals
-                 seed: int = 0, # the resampling draw
-                ) -> dict:
+def share_by_key(
+    keys: Sequence,  # the key of each row (e.g. `ticker_keys`)
+    labels: Sequence,  # the label (or predicted label) of each row
+    label,  # the label whose share is wanted, e.g. 0 for negative
+    n_boot: int = 1000,  # bootstrap resamples per key
+    level: float = 0.95,  # coverage of the intervals
+    seed: int = 0,  # the resampling draw
+) -> dict:
     "For each key, in order of first appearance: the share of its rows with `label`, as a `ConfidenceInterval`."
     from llm_course.evaluation import bootstrap_ci
+
     keys, labels = np.asarray(keys), np.asarray(labels)
-    if len(keys) != len(labels): raise ValueError(f"keys has {len(keys)} rows and labels {len(labels)}: pass one key per label")
-    return {k: bootstrap_ci(lambda y: float(np.mean(y == label)), labels[keys == k], n_boot=n_boot, level=level, seed=seed)
-            for k in dict.fromkeys(keys.tolist())}
+    if len(keys) != len(labels):
+        raise ValueError(f"keys has {len(keys)} rows and labels {len(labels)}: pass one key per label")
+    return {
+        k: bootstrap_ci(lambda y: float(np.mean(y == label)), labels[keys == k], n_boot=n_boot, level=level, seed=seed)
+        for k in dict.fromkeys(keys.tolist())
+    }
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #d9c31911
-def plot_key_shares(predicted: dict, # key -> ConfidenceInterval of the predicted share (from `share_by_key`)
-                    labelled: dict, # key -> ConfidenceInterval of the labelled share
-                    ax=None, # a matplotlib Axes; default: a new figure
-                    ylabel: str = "negative share", # what the share is of
-                   ):
+def plot_key_shares(
+    predicted: dict,  # key -> ConfidenceInterval of the predicted share (from `share_by_key`)
+    labelled: dict,  # key -> ConfidenceInterval of the labelled share
+    ax=None,  # a matplotlib Axes; default: a new figure
+    ylabel: str = "negative share",  # what the share is of
+):
     "Predicted against labelled share per key, with their intervals; returns the figure."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(7, 3))
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
     x = np.arange(len(labelled))
     for dx, (name, d) in zip((-0.12, 0.12), [("model (classify and count)", predicted), ("labels", labelled)]):
-        est = np.array([d[k].estimate for k in labelled]); err = np.array([[d[k].estimate - d[k].low, d[k].high - d[k].estimate] for k in labelled]).T
+        est = np.array([d[k].estimate for k in labelled])
+        err = np.array([[d[k].estimate - d[k].low, d[k].high - d[k].estimate] for k in labelled]).T
         ax.errorbar(x + dx, est, yerr=err, fmt="o", capsize=3, label=name)
-    ax.set_xticks(x, list(labelled)); ax.set_ylabel(ylabel); ax.set_ylim(0, 1); ax.legend(fontsize=8)
+    ax.set_xticks(x, list(labelled))
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
     return ax.figure
 
 # %% ../nbs/11b_dialogue_and_monitoring.ipynb #d1a4ac41
-def window_alerts(keys: Sequence, # the key of each row
-                  y_pred: Sequence, # the predicted label of each row
-                  y_true: Sequence, # the true label of each row
-                  label, # the label watched, e.g. 0 for negative
-                  size: int, # rows per window; a key's last, incomplete window is dropped
-                  threshold: float, # alert when the predicted share of `label` in a window exceeds it
-                  seed: int = 0, # the shuffle within each key
-                 ) -> dict[str, np.ndarray]:
-    "Cut each key's rows (shuffled) into windows; per window: key, predicted and true share, alert (predicted > threshold), event (true > threshold)."
+def window_alerts(
+    keys: Sequence,  # the key of each row
+    y_pred: Sequence,  # the predicted label of each row
+    y_true: Sequence,  # the true label of each row
+    label,  # the label watched, e.g. 0 for negative
+    size: int,  # rows per window; a key's last, incomplete window is dropped
+    threshold: float,  # alert when the predicted share of `label` in a window exceeds it
+    seed: int = 0,  # the shuffle within each key
+) -> dict[str, np.ndarray]:
+    "Windows of each key's shuffled rows: key, predicted and true share, alert (pred > threshold), event (true > it)."
     keys, y_pred, y_true = np.asarray(keys), np.asarray(y_pred), np.asarray(y_true)
-    if not len(keys) == len(y_pred) == len(y_true): raise ValueError(f"keys, y_pred and y_true must have one row each, got {len(keys)}, {len(y_pred)}, {len(y_true)}")
-    if size < 1: raise ValueError(f"size must be at least 1 row per window, got {size}")
+    if not len(keys) == len(y_pred) == len(y_true):
+        raise ValueError(
+            f"keys, y_pred and y_true must have one row each, got {len(keys)}, {len(y_pred)}, {len(y_true)}"
+        )
+    if size < 1:
+        raise ValueError(f"size must be at least 1 row per window, got {size}")
     rng, out = np.random.default_rng(seed), {"key": [], "pred_share": [], "true_share": []}
     for k in dict.fromkeys(keys.tolist()):
         idx = rng.permutation(np.flatnonzero(keys == k))
         for w in range(len(idx) // size):
-            part = idx[w * size:(w + 1) * size]
-            out["key"].append(k); out["pred_share"].append(np.mean(y_pred[part] == label)); out["true_share"].append(np.mean(y_true[part] == label))
+            part = idx[w * size : (w + 1) * size]
+            out["key"].append(k)
+            out["pred_share"].append(np.mean(y_pred[part] == label))
+            out["true_share"].append(np.mean(y_true[part] == label))
     out = {n: np.array(v) for n, v in out.items()}
     return out | dict(alert=out["pred_share"] > threshold, event=out["true_share"] > threshold)
