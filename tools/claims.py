@@ -96,6 +96,16 @@ CLAIMS: dict[str, list[Claim]] = {
         Claim("the best few-shot setting is clearly above the majority class", "few_vs_base.low > 0",
               "str(few_vs_base)"),
     ],
+    "11b": [
+        Claim("carrying the intent across turns beats reading the last turn only (paired bootstrap over whole "
+              "conversations, interval above 0)", "gain['carry'].low > 0", "str(gain['carry'])"),
+        Claim("a 512-token budget cuts the long session, keeps every prompt within it and never changes the tracked intent",
+              "cut_tok.max() <= budget < full_tok.max() "
+              "and [r['intent'] for r in full_s.log] == [r['intent'] for r in cut_s.log]",
+              "(int(full_tok.max()), int(cut_tok.max()), round(float(cut_tok.sum() / full_tok.sum()), 3))"),
+        Claim("at a negative-share threshold of 0.5 most alerts are real: the precision's interval lies above 0.5",
+              "prec is not None and prec.low > 0.5", "str(prec)"),
+    ],
     "12": [
         Claim("zero-shot accuracy with the training templates' ensemble is above 0.8 (a real run: the prompts work)",
               "acc['ensemble of the training templates'] > 0.8", "round(acc['ensemble of the training templates'], 3)"),
