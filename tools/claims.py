@@ -99,7 +99,8 @@ CLAIMS: dict[str, list[Claim]] = {
     "11b": [
         Claim("carrying the intent across turns beats reading the last turn only (paired bootstrap over whole "
               "conversations, interval above 0)", "gain['carry'].low > 0", "str(gain['carry'])"),
-        Claim("a 512-token budget cuts the long session, keeps every prompt within it and never changes the tracked intent",
+        Claim("a 512-token budget cuts the long session, keeps every prompt within it and never changes the "
+              "tracked intent",
               "cut_tok.max() <= budget < full_tok.max() "
               "and [r['intent'] for r in full_s.log] == [r['intent'] for r in cut_s.log]",
               "(int(full_tok.max()), int(cut_tok.max()), round(float(cut_tok.sum() / full_tok.sum()), 3))"),
