@@ -5,7 +5,7 @@
 # %% ../nbs/05a_sentence_pairs.ipynb #e1b764e1
 from __future__ import annotations
 import re
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from .training import Batches, History, TrainConfig, fit
 # %% auto #0
 __all__ = ['PAIR_TASKS', 'PAIR_RUNS', 'PAIR_OBJECTIVES', 'split_sentences', 'article_sentences', 'make_pairs', 'encode_pair',
            'PairData', 'EncoderForPreTraining', 'to_hf_bert_pretraining', 'to_hf_albert_pretraining', 'pretrain_pairs',
-           'pair_predictions', 'cls_features', 'linear_probe']
+           'pair_predictions', 'cls_features', 'linear_probe', 'word_overlap']
 
 # %% ../nbs/05a_sentence_pairs.ipynb #5680cd47
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s+(?=["\'A-Z0-9])|(?<=[.!?]["\'])\s+(?=["\'A-Z0-9])')
@@ -50,13 +50,16 @@ def make_pairs(articles: Sequence[Sequence[str]], # the sentences of each articl
                task: str, # "nsp" (label 1: the second sentence comes from another article) or "sop" (label 1: swapped)
                seed: int = 0, # which pairs are corrupted, and the random sentences of NSP
                max_pairs: int | None = None, # keep at most this many pairs (a random subset); None: all
+               exclude: Collection[str] = (), # sentences no pair may contain (e.g. those of the training articles)
               ) -> list[dict]:
     "Pairs of consecutive sentences, half of them corrupted: dicts with first, second, label (0 natural, 1 corrupted), article."
     if task not in PAIR_TASKS: raise ValueError(f"task must be one of {PAIR_TASKS}, got {task!r}")
     if task == "nsp" and len(articles) < 2: raise ValueError("NSP draws its random sentences from another article: pass at least two articles")
     rng = np.random.default_rng(seed)
-    pairs = [(k, a[i], a[i + 1]) for k, a in enumerate(articles) for i in range(len(a) - 1)]
-    if not pairs: raise ValueError("no article has two sentences: there is no pair to make")
+    exclude = set(exclude)
+    pairs = [(k, a[i], a[i + 1]) for k, a in enumerate(articles) for i in range(len(a) - 1)
+             if a[i] not in exclude and a[i + 1] not in exclude]
+    if not pairs: raise ValueError("no two consecutive sentences (outside `exclude`) in these articles: there is no pair to make")
     if max_pairs is not None: pairs = [pairs[i] for i in sorted(rng.permutation(len(pairs))[:max_pairs])]
     corrupt = np.zeros(len(pairs), dtype=int)
     corrupt[rng.permutation(len(pairs))[:len(pairs) // 2]] = 1                      # exactly half, at random
@@ -64,8 +67,10 @@ def make_pairs(articles: Sequence[Sequence[str]], # the sentences of each articl
     for (k, first, second), label in zip(pairs, corrupt):
         if label and task == "sop": first, second = second, first                    # ALBERT: the same two sentences, swapped
         if label and task == "nsp":                                                   # BERT: a sentence of another article
-            j = int(rng.integers(len(articles) - 1)); j += j >= k
-            second = articles[j][int(rng.integers(len(articles[j])))]
+            second = first
+            while second in exclude or second in articles[k]:                          # draw again: excluded or same article
+                j = int(rng.integers(len(articles) - 1)); j += j >= k
+                second = articles[j][int(rng.integers(len(articles[j])))]
         out.append(dict(first=first, second=second, label=int(label), article=k))
     return out
 
@@ -188,7 +193,7 @@ def to_hf_albert_pretraining(model: EncoderForPreTraining, # our encoder with it
 # %% ../nbs/05a_sentence_pairs.ipynb #9b990fc7
 PAIR_RUNS = {   # per profile: model sizes, pair length, optimizer steps, batch, peak learning rate, pairs to train on
     "ci":  dict(n_layer=2, n_head=2, n_embd=32,  max_len=32,  steps=30,   batch_size=16, lr=2e-3, max_pairs=600),
-    "cpu": dict(n_layer=2, n_head=4, n_embd=128, max_len=64,  steps=400,  batch_size=32, lr=2e-3, max_pairs=None),
+    "cpu": dict(n_layer=2, n_head=2, n_embd=64,  max_len=48,  steps=1000, batch_size=32, lr=3e-3, max_pairs=None),
     "gpu": dict(n_layer=4, n_head=4, n_embd=256, max_len=128, steps=4000, batch_size=64, lr=1e-3, max_pairs=None),
 }
 PAIR_OBJECTIVES = ("mlm", "nsp", "sop")
@@ -253,3 +258,10 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, # features and labels
     from sklearn.preprocessing import StandardScaler
     if len(np.unique(train_y)) < 2: raise ValueError("the probe's training labels hold one class only: it cannot learn a boundary")
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(train_x, train_y).predict(test_x)
+
+# %% ../nbs/05a_sentence_pairs.ipynb #658eee5d
+def word_overlap(first: str, second: str, # the two sentences of a pair
+                ) -> float:
+    "Jaccard overlap of the sets of lower-cased words longer than three letters (0: none shared, 1: the same words)."
+    a, b = ({w for w in re.findall(r"[a-z]+", s.lower()) if len(w) > 3} for s in (first, second))
+    return len(a & b) / max(1, len(a | b))
