@@ -78,6 +78,10 @@ CLAIMS: dict[str, list[Claim]] = {
               "(round(nll_before, 4), round(nll_after, 4))"),
         Claim("the mean of batch means is not the token-weighted perplexity",
               "abs(math.exp(np.mean(batch_means)) / perplexity(nll_sum, n_tok) - 1) > 1e-3",
+        Claim("freezing the backbone and early stopping each close more than half of the plain run's loss gap "
+              "(bootstrap interval above 0.5)",
+              "all(r['gap_closed'].low > 0.5 for r in rows if r['recipe'] in ('freeze backbone', 'early stopping'))",
+              "{r['recipe']: str(r['gap_closed']) for r in rows if r['recipe'] in ('freeze backbone', 'early stopping')}"),
               "(round(math.exp(np.mean(batch_means)), 3), round(perplexity(nll_sum, n_tok), 3))"),
     ],
     "08": [
