@@ -225,9 +225,9 @@ def cure_verdict(name: str, # the recipe
                  acc, # `PairedBootstrapResult` of test accuracy, cure minus plain
                 ) -> str:
     "One sentence: the share of the gap closed (interval) and the accuracy change (interval)."
-    if closed.low > 0: how = f"closed {closed.estimate:.0%} of the gap"
-    elif closed.high < 0: how = f"widened the gap (closed {closed.estimate:.0%})"
-    else: how = f"closed {closed.estimate:.0%} of the gap, not clearly different from 0"
+    if closed.low > 0: how = f"closed {closed.estimate:.1%} of the gap"
+    elif closed.high < 0: how = f"widened the gap (closed {closed.estimate:.1%})"
+    else: how = f"closed {closed.estimate:.1%} of the gap, not clearly different from 0"
     moved = "higher" if acc.low > 0 else "lower" if acc.high < 0 else "not clearly different"
-    return (f"{name}: {how} (95% interval {closed.low:.0%} to {closed.high:.0%}); "
+    return (f"{name}: {how} (95% interval {closed.low:.1%} to {closed.high:.1%}); "
             f"test accuracy {acc.delta:+.3f} ({acc.low:+.3f} to {acc.high:+.3f}), {moved}.")
