@@ -19,8 +19,8 @@ from .transformer import (
 
 # %% auto #0
 __all__ = ['CrossAttention', 'DecoderBlock', 'bart_config', 'bart_layer_weights', 'Seq2SeqConfig', 'Decoder', 'Seq2Seq',
-           'to_hf_bart', 'headline_pairs', 'rouge_tokens', 'Score', 'rouge_n', 'lcs_length', 'rouge_l', 'rouge_scores',
-           'encode_pairs', 'greedy_decode', 'generate_headlines', 'lead_words']
+           'to_hf_bart', 'split_articles', 'headline_pairs', 'rouge_tokens', 'Score', 'rouge_n', 'lcs_length',
+           'rouge_l', 'rouge_scores', 'encode_pairs', 'greedy_decode', 'generate_headlines', 'copy_pairs', 'lead_words']
 
 # %% ../nbs/03a_encoder_decoder.ipynb #d9c620cb
 class CrossAttention(nn.Module):
@@ -212,16 +212,24 @@ def to_hf_bart(model: Seq2Seq, # a post-LN `Seq2Seq` with exact GELU, eps 1e-5 a
         raise RuntimeError(f"weights did not map: missing {missing}, unexpected {unexpected}")
     return hf.eval()
 
-# %% ../nbs/03a_encoder_decoder.ipynb #498709af
-def headline_pairs(split: str = "train", # "train" or "test": the articles `load_corpus` trains on or holds out
-                  ) -> list[tuple[str, str]]:
-    "(first paragraph, headline) of every distinct BBC article of the split, in `load_corpus`'s fixed order."
+# %% ../nbs/03a_encoder_decoder.ipynb #0d861269
+def split_articles(split: str = "train", # "train" or "test": the articles `load_corpus` trains on or holds out
+                  ) -> list[str]:
+    "Distinct BBC articles (headline first, a paragraph per line) in `load_corpus`'s order; test shares no paragraph."
     if split not in ("train", "test"): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     articles = load_bbc(dedupe=True).texts
     order = np.random.default_rng(0).permutation(len(articles))                  # load_corpus's order (seed 0)
     n_test = int(CORPUS_VALID_FRACTION * len(articles) + 0.5)
-    chosen = order[: len(order) - n_test] if split == "train" else order[len(order) - n_test:]
-    return [(lines[1], lines[0]) for lines in (articles[i].split("\n") for i in chosen) if len(lines) > 1]
+    if split == "train": return [articles[i] for i in order[: len(order) - n_test]]
+    seen = {line for i in order[: len(order) - n_test] for line in articles[i].split("\n")[1:]}
+    return [articles[i] for i in order[len(order) - n_test:]                    # the corpus repeats some stories:
+            if not seen & set(articles[i].split("\n")[1:])]                      # none shares a paragraph with train
+
+# %% ../nbs/03a_encoder_decoder.ipynb #a02c2ff0
+def headline_pairs(split: str = "train", # "train" or "test", as in `split_articles`
+                  ) -> list[tuple[str, str]]:
+    "(first paragraph, headline) of every article of the split that has a paragraph."
+    return [(lines[1], lines[0]) for lines in (a.split("\n") for a in split_articles(split)) if len(lines) > 1]
 
 # %% ../nbs/03a_encoder_decoder.ipynb #bf530d88
 def rouge_tokens(text: str, # any text
@@ -345,6 +353,15 @@ def generate_headlines(model: Seq2Seq, # a trained encoder-decoder
         mask = torch.stack([b["attention_mask"] for b in batch]).to(device)
         out += [tok.decode(r).strip() for r in greedy_decode(model, ids, mask, eot, eot, max_new_tokens)]
     return out
+
+# %% ../nbs/03a_encoder_decoder.ipynb #ad1e3ae6
+def copy_pairs(split: str = "train", # "train" or "test", as in `headline_pairs`
+               per_article: int = 2, # later paragraphs used per article (the 2nd, 3rd, ...)
+               n_words: int = 10, # words of the paragraph to copy
+              ) -> list[tuple[str, str]]:
+    "(paragraph, its first `n_words` words) from the later paragraphs of the split's articles: an auxiliary copy task."
+    return [(line, " ".join(line.split()[:n_words])) for lines in (a.split("\n") for a in split_articles(split))
+            for line in lines[2:2 + per_article]]
 
 # %% ../nbs/03a_encoder_decoder.ipynb #d167c8f1
 def lead_words(text: str, # the source paragraph
