@@ -32,6 +32,15 @@ CLAIMS: dict[str, list[Claim]] = {
               "abs(loss.item() - math.log(gpt_cfg.vocab_size)) < 0.1",
               "(round(loss.item(), 3), round(math.log(gpt_cfg.vocab_size), 3))"),
     ],
+    "03a": [
+        Claim("our cross-attention, decoder blocks (post-LN and pre-LN) and whole encoder-decoder give BART's / mBART's "
+              "outputs with copied weights (within 1e-5)",
+              "max(xattn_diff, bart_diff, *layer_diff.values()) < 1e-5", "(xattn_diff, bart_diff, max(layer_diff.values()))"),
+        Claim("our ROUGE-1/2/L equal Google's rouge-score on 300 pairs (P, R and F1)", "rouge_gap < 1e-12", "rouge_gap"),
+        Claim("training lowers the validation loss on held-out headlines",
+              "history.evals[-1]['loss'] < history.evals[0]['loss']",
+              "(round(history.evals[0]['loss'], 3), round(history.evals[-1]['loss'], 3))"),
+    ],
     "04": [
         Claim("the GPT-2 demo run beats the byte frequencies (only the context can do that)",
               "history.evals[-1]['loss'] < baselines['unigram']",
