@@ -223,9 +223,11 @@ def gap_closed(plain_train, # per-example training losses of the plain run
 def cure_verdict(name: str, # the recipe
                  closed: ConfidenceInterval, # from `gap_closed`
                  acc, # `PairedBootstrapResult` of test accuracy, cure minus plain
+                 negligible: float = 0.05, # a share of the gap below this is called negligible, whatever its interval
                 ) -> str:
     "One sentence: the share of the gap closed (interval) and the accuracy change (interval)."
-    if closed.low > 0: how = f"closed {closed.estimate:.1%} of the gap"
+    if abs(closed.estimate) < negligible: how = f"closed {closed.estimate:.1%} of the gap: negligible"
+    elif closed.low > 0: how = f"closed {closed.estimate:.1%} of the gap"
     elif closed.high < 0: how = f"widened the gap (closed {closed.estimate:.1%})"
     else: how = f"closed {closed.estimate:.1%} of the gap, not clearly different from 0"
     moved = "higher" if acc.low > 0 else "lower" if acc.high < 0 else "not clearly different"
