@@ -4,8 +4,7 @@
 
 # %% ../nbs/06a_overfitting.ipynb #d91d3c8a
 from __future__ import annotations
-import copy, math, random
-from dataclasses import dataclass
+import copy, random
 
 import numpy as np
 import torch
