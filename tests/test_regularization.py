@@ -48,7 +48,7 @@ def test_fgm_loss_reports_the_clean_loss_and_adds_the_adversarial_gradient():
     value.backward()
     assert abs(value.item() - clean.item()) < 1e-6
     assert torch.equal(m.word_embeddings.weight, w0)
-    for n, p in m.named_parameters(): torch.testing.assert_close(p.grad, g_clean[n] + g_adv[n])
+    for n, p in m.named_parameters(): assert torch.allclose(p.grad, g_clean[n] + g_adv[n], atol=1e-6), n
 
 
 def test_fgm_bad_use():
