@@ -8,7 +8,8 @@ import argparse, os, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['nbs_dir', 'find_lessons', 'resolve_lesson', 'run_lesson', 'check_model_dir', 'build_parser', 'main']
+__all__ = ['FINETUNE_DEFAULT', 'nbs_dir', 'find_lessons', 'resolve_lesson', 'run_lesson', 'check_model_dir', 'build_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #5062f91f
 def nbs_dir(path: str | Path | None = None, # a folder of notebooks; default: $LLM_COURSE_NBS, the clone's nbs/, ./nbs
@@ -71,6 +72,10 @@ def run_lesson(name: str, # lesson name or number, or a notebook path
     if save: write_nb(nb, save)
     return time.time() - t0
 
+# %% ../nbs/90_cli.ipynb #f1e7a0d3
+FINETUNE_DEFAULT = dict(method='lora', rank=8, lr=2e-3, epochs=2,   # the recipe llm-course finetune uses
+                        measured="bench/recipe.py on 2026-12-06")   # its source (bench/README.md, section recipe)
+
 # %% ../nbs/90_cli.ipynb #c3f9a8e2
 def _cmd_finetune(args) -> int:
     import math, shutil, tempfile
@@ -84,7 +89,7 @@ def _cmd_finetune(args) -> int:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.training-", dir=out.parent))   # becomes --out only when finished
     try:
         r = finetune_csv(args.train, args.valid, tmp / "model", base_model=args.base_model, method=args.method,
-                         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=_lr(args),
                          max_length=args.max_length, seed=args.seed, progress=not args.quiet)
         if r["steps"] < planned:   # fit stops at the end of a step when Ctrl-C is pressed
             raise KeyboardInterrupt(f"stopped after {r['steps']} of {planned} steps")
@@ -110,18 +115,30 @@ def _cmd_predict(args) -> int:
           (f"; against its label column: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}" if "accuracy" in r else ""))
     return 0
 
+def _lr(args) -> float | None:
+    "--lr, else the measured rate for the default method (None: finetune_csv's default for another method)."
+    if args.lr is not None: return args.lr
+    return FINETUNE_DEFAULT["lr"] if args.method == FINETUNE_DEFAULT["method"] else None
+
 def _add_finetune_commands(sub):
     "The `finetune` and `predict` sub-commands (lesson 06)."
-    s = sub.add_parser("finetune", help="fine-tune a text classifier on a CSV file (columns text, label) and save it")
+    d = FINETUNE_DEFAULT
+    s = sub.add_parser("finetune", help="fine-tune a text classifier on a CSV file (columns text, label) and save it",
+                       description=f"Fine-tune a text classifier. The defaults ({d['method']}, rank {d['rank']}, "
+                       f"lr {d['lr']:g}, {d['epochs']} epochs) are the recipe chosen at equal CPU time on BBC, tweets "
+                       f"and intents by {d['measured']} (bench/README.md, section recipe).")
     s.add_argument("--train", required=True, help="training CSV, UTF-8, with columns text and label")
     s.add_argument("--valid", help="validation CSV (same columns; its labels must occur in --train)")
     s.add_argument("--out", required=True, help="folder to save the classifier to (new, or a classifier saved before)")
     s.add_argument("--base-model", default="minilm", help="'minilm' (all-MiniLM-L6-v2, offline) or a local Hugging Face encoder folder")
-    s.add_argument("--method", choices=["lora", "full", "head"], default="lora", help="what learns: LoRA adapters (peft), everything, or the head only")
-    s.add_argument("--epochs", type=int, default=2, help="passes over the training data")
+    s.add_argument("--method", choices=["lora", "full", "head"], default=d["method"],
+                   help="what learns: LoRA adapters (peft), everything, or the head only (default %(default)s)")
+    s.add_argument("--epochs", type=int, default=d["epochs"], help="passes over the training set (default %(default)s)")
     s.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
     s.add_argument("--batch-size", type=int, default=16, help="examples per step")
-    s.add_argument("--lr", type=float, help="learning rate of the encoder or adapters (default: 2e-3 head, 5e-4 lora, 5e-5 full)")
+    alt = ", ".join(f"{v} {m}" for m, v in {"head": "2e-3", "lora": "5e-4", "full": "5e-5"}.items() if m != d["method"])
+    s.add_argument("--lr", type=float, help="learning rate of the encoder or adapters "
+                   f"(default: {d['lr']:g} for {d['method']}; {alt} otherwise)")
     s.add_argument("--max-length", type=int, default=128, help="tokens kept per text")
     s.add_argument("--seed", type=int, default=42, help="seed of the run")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
