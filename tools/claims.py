@@ -120,6 +120,18 @@ CLAIMS: dict[str, list[Claim]] = {
         Claim("at a negative-share threshold of 0.5 most alerts are real: the precision's interval lies above 0.5",
               "prec is not None and prec.low > 0.5", "str(prec)"),
     ],
+    "09a": [
+        Claim("labels pay on the intents: at some budget a trained method's interval lies wholly above the best "
+              "prompting method's", "pays['intents'] is not None",
+              "pays['intents'] and (pays['intents']['budget'], pays['intents']['method'], str(pays['intents']['f1']))"),
+        Claim("labels pay on the tweets too, by the largest budget", "pays['tweets'] is not None",
+              "pays['tweets'] and (pays['tweets']['budget'], pays['tweets']['method'], str(pays['tweets']['f1']))"),
+        Claim("a prompt costs over 5x the CPU per query of any trained encoder (head only, LoRA, full fine-tuning)",
+              "all(top_cost[t, 'few-shot, calibrated'][1] > 5 * top_cost[t, m][1] for t in tasks "
+              "for m in ('head only', 'LoRA', 'full fine-tuning'))",
+              "{t: round(top_cost[t, 'few-shot, calibrated'][1] / max(top_cost[t, m][1] for m in "
+              "('head only', 'LoRA', 'full fine-tuning')), 1) for t in tasks}"),
+    ],
     "12": [
         Claim("zero-shot accuracy with the training templates' ensemble is above 0.8 (a real run: the prompts work)",
               "acc['ensemble of the training templates'] > 0.8", "round(acc['ensemble of the training templates'], 3)"),
