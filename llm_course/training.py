@@ -18,11 +18,11 @@ from tqdm.auto import tqdm
 from .core import atomic_dir, is_complete, set_seed
 
 # %% auto #0
-__all__ = ['TrainConfig', 'lr_factor', 'WarmupCosine', 'make_scheduler', 'make_optimizer', 'to_device', 'model_device',
-           'compute_loss', 'epoch_seed', 'Batches', 'History', 'TrainState', 'Callback', 'EarlyStopping', 'in_jupyter',
-           'LossPlot', 'rng_states', 'set_rng_states', 'checkpoints', 'save_checkpoint', 'load_checkpoint', 'evaluate',
-           'CtrlC', 'NonFiniteLossError', 'fit', 'read_corpus', 'byte_lm_data', 'tiny_gpt2', 'byte_baselines',
-           'InterruptAt']
+__all__ = ['TrainConfig', 'default_warmup', 'lr_factor', 'WarmupCosine', 'make_scheduler', 'make_optimizer', 'to_device',
+           'model_device', 'compute_loss', 'epoch_seed', 'Batches', 'History', 'TrainState', 'Callback',
+           'EarlyStopping', 'in_jupyter', 'LossPlot', 'rng_states', 'set_rng_states', 'checkpoints', 'save_checkpoint',
+           'load_checkpoint', 'evaluate', 'CtrlC', 'NonFiniteLossError', 'fit', 'read_corpus', 'byte_lm_data',
+           'tiny_gpt2', 'byte_baselines', 'InterruptAt']
 
 # %% ../nbs/04_training.ipynb #e4bef65a
 @dataclass
@@ -48,6 +48,7 @@ class TrainConfig:
     metric: str = "loss"             # validation metric watched by early stopping
     mode: str = "min"                # "min" or "max": which way `metric` improves
     patience: int | None = None      # stop after this many evaluations without improvement; None: never stop early
+    restore_best: bool = False       # at the end, load back the weights of the best evaluation (needs evaluations)
     # checkpoints
     out_dir: str | None = None       # folder for checkpoints; None: no checkpoints at all
     ckpt_every: int = 0              # save every N steps; 0: only when interrupted
@@ -65,6 +66,13 @@ class TrainConfig:
         if self.warmup_steps > self.max_steps: problems.append(f"warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}")
         if self.ckpt_every and not self.out_dir: problems.append("ckpt_every needs out_dir (where to write the checkpoints)")
         if problems: raise ValueError("Bad TrainConfig: " + "; ".join(problems))
+
+# %% ../nbs/04_training.ipynb #07bc97fb
+def default_warmup(max_steps: int, # optimizer steps in the whole run
+                  ) -> int:
+    "The course's usual warm-up: a tenth of the run, at least one step (and never more than the run)."
+    return min(max_steps, max(1, max_steps // 10))
+
 
 # %% ../nbs/04_training.ipynb #1300ae7f
 def lr_factor(step: int, # the optimizer step about to be taken, from 0
@@ -278,28 +286,43 @@ def _call(callbacks, event: str, *args):
 
 # %% ../nbs/04_training.ipynb #724f3b09
 class EarlyStopping(Callback):
-    "Stop when the validation `metric` has not improved for `patience` evaluations."
-    def __init__(self, patience: int, # evaluations without improvement before stopping
+    "Stop after `patience` evaluations without a better validation `metric`; optionally restore the best weights."
+    def __init__(self, patience: int | None, # evaluations without improvement before stopping; None: never stop
                  metric: str = "loss", # a key of the metrics dict
                  mode: str = "min", # "min": lower is better; "max": higher is better
+                 restore_best: bool = False, # when the run ends, load the weights of the best evaluation back
                 ):
-        self.patience, self.metric, self.mode = patience, metric, mode
+        self.patience, self.metric, self.mode, self.restore_best = patience, metric, mode, restore_best
 
-    def _update(self, metrics):
+    def _update(self, metrics, model=None):
         if self.metric not in metrics:
-            raise KeyError(f"Early stopping watches {self.metric!r}, but the evaluation gave only {sorted(metrics)}. Set TrainConfig(metric=...).")
+            raise KeyError(f"Early stopping watches {self.metric!r}, but the evaluation gave only {sorted(metrics)}. "
+                           "Set TrainConfig(metric=...).")
         v = metrics[self.metric]
-        if self.best is None or (v < self.best if self.mode == "min" else v > self.best): self.best, self.wait = v, 0
+        if self.best is None or (v < self.best if self.mode == "min" else v > self.best):
+            self.best, self.best_step, self.wait = v, metrics.get("step"), 0
+            if self.restore_best and model is not None:     # a copy, not a reference: training goes on in place
+                self.weights = {k: t.detach().clone() for k, t in model.state_dict().items()}
         else: self.wait += 1
 
     def on_train_begin(self, state):
-        self.best, self.wait = None, 0
-        for m in state.history.evals: self._update(m)
+        self.best, self.best_step, self.wait, self.weights = None, None, 0, None
+        for m in state.history.evals: self._update(m)     # a resumed run remembers, but holds no earlier weights
 
     def on_eval(self, state, metrics):
-        self._update(metrics)
-        if self.wait >= self.patience:
+        self._update(metrics, state.model)
+        if self.patience is not None and self.wait >= self.patience:
             state.stop = f"early stopping: valid {self.metric} not better than {self.best:.4f} for {self.patience} evaluations"
+
+    def on_train_end(self, state):
+        if not self.restore_best or self.best_step is None or state.history.stopped == "interrupted": return
+        if self.weights is None:
+            warnings.warn(f"restore_best: the best evaluation (step {self.best_step}) came before the resume, and its "
+                          "weights were not kept; the model keeps the last weights.")
+            return
+        state.model.load_state_dict(self.weights)
+        state.history.stopped += f"; restored the weights of step {self.best_step} (best valid {self.metric})"
+
 
 # %% ../nbs/04_training.ipynb #bbd150f1
 def in_jupyter() -> bool:
@@ -481,10 +504,13 @@ def fit(model: nn.Module, # returns `(logits, loss)` or an output with `.loss` (
     state = TrainState(model, (opt := make_optimizer(model, cfg, param_groups)), (sched := make_scheduler(opt, cfg)), cfg)
     if cfg.patience and (valid is None or not cfg.eval_every):
         raise ValueError("patience (early stopping) needs valid_data and eval_every > 0: it counts evaluations without improvement.")
+    if cfg.restore_best and (valid is None or not cfg.eval_every):
+        raise ValueError("restore_best needs valid_data and eval_every > 0: it restores the best evaluation's weights.")
     ckpt = _resume_from(resume, cfg.out_dir)
     if ckpt: load_checkpoint(ckpt, state)
     else: set_seed(cfg.seed)
-    callbacks = [*callbacks, *([EarlyStopping(cfg.patience, cfg.metric, cfg.mode)] if cfg.patience else []),
+    callbacks = [*callbacks, *([EarlyStopping(cfg.patience or None, cfg.metric, cfg.mode, cfg.restore_best)]
+                                 if cfg.patience or cfg.restore_best else []),
                  *([LossPlot()] if cfg.plot or (cfg.plot is None and cfg.progress and in_jupyter()) else [])]
     params = [p for p in model.parameters() if p.requires_grad]
     batches = _batches_forever(train, state.pos, cfg.seed)

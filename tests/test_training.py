@@ -409,3 +409,48 @@ def test_custom_eval_metric_early_stopping_and_final_plot(data):
     assert lp.fig is not None and lp.fig.axes[0].lines
     with pytest.raises(KeyError, match="watches 'f1'"):
         fit(tiny_gpt2(BLOCK), data, data[-4:], cfg(max_steps=4, eval_every=2, metric="f1", patience=1))
+
+
+class _Snapshots(Callback):
+    "A copy of the weights at every evaluation, by step."
+    def __init__(self): self.at = {}
+    def on_eval(self, state, metrics):
+        self.at[metrics["step"]] = {k: t.clone() for k, t in state.model.state_dict().items()}
+
+
+def _holds(model, weights):
+    return all(torch.equal(t, weights[k]) for k, t in model.state_dict().items())
+
+
+@pytest.mark.parametrize("patience", [2, None])
+def test_restore_best_puts_back_the_best_evaluations_weights(data, patience):
+    "Best at the 2nd evaluation (step 4): with restore_best the model ends with step 4's weights, without it the last."
+    ends = {}
+    for restore in (True, False):
+        scores, snaps, model = iter([0.5, 0.9, 0.7, 0.6, 0.8, 0.4]), _Snapshots(), tiny_gpt2(BLOCK)
+        c = cfg(max_steps=12, eval_every=2, metric="acc", mode="max", patience=patience, restore_best=restore)
+        h = fit(model, data, data[-4:], c, callbacks=[snaps], eval_fn=lambda m, b: {"acc": next(scores)})
+        last = max(snaps.at)
+        assert last == (8 if patience else 12)        # patience 2 stops two evaluations after the best
+        ends[restore] = (_holds(model, snaps.at[4]), _holds(model, snaps.at[last]), h.stopped)
+    assert ends[True][:2] == (True, False) and "restored the weights of step 4 (best valid acc)" in ends[True][2]
+    assert ends[False][:2] == (False, True) and "restored" not in ends[False][2]
+
+
+def test_restore_best_needs_evaluations_and_warns_after_a_resume_past_the_best(data, tmp_path):
+    with pytest.raises(ValueError, match="restore_best needs valid_data and eval_every"):
+        fit(tiny_gpt2(BLOCK), data, config=cfg(restore_best=True))
+    c = cfg(max_steps=8, eval_every=2, restore_best=True, out_dir=str(tmp_path / "run"))
+    scores = iter([1.0, 2.0, 3.0, 4.0])           # best at the first evaluation, before the interrupt
+    run = lambda **kw: fit(tiny_gpt2(BLOCK), data, data[-4:], c, eval_fn=lambda m, b: {"loss": next(scores)}, **kw)
+    h1 = run(callbacks=[InterruptAt(3)])
+    assert h1.stopped == "interrupted"             # an interrupted run keeps its last weights, like its checkpoint
+    with pytest.warns(UserWarning, match=r"best evaluation \(step 2\) came before the resume"):
+        h2 = run(resume=True)
+    assert h2.stopped == "max_steps"
+
+
+def test_default_warmup_is_a_tenth_and_at_least_one_step():
+    from llm_course.training import default_warmup
+    assert [default_warmup(n) for n in (1, 9, 10, 20, 101, 1000)] == [1, 1, 1, 2, 10, 100]
+    assert TrainConfig(max_steps=1, warmup_steps=default_warmup(1)).warmup_steps == 1
