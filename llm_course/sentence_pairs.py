@@ -28,240 +28,364 @@ __all__ = ['PAIR_TASKS', 'PAIR_RUNS', 'PAIR_OBJECTIVES', 'split_sentences', 'art
 # %% ../nbs/05a_sentence_pairs.ipynb #5680cd47
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s+(?=["\'A-Z0-9])|(?<=[.!?]["\'])\s+(?=["\'A-Z0-9])')
 
-def split_sentences(article: str, # one article: its headline on the first line, then paragraphs, one per line
-                    keep_title: bool = False, # keep the first line (the headline) as a sentence
-                   ) -> list[str]:
-    "The sentences of an article, in order: each paragraph cut where a sentence ends and a capital, digit or quote follows."
+
+def split_sentences(
+    article: str,  # one article: its headline on the first line, then paragraphs, one per line
+    keep_title: bool = False,  # keep the first line (the headline) as a sentence
+) -> list[str]:
+    "The sentences of an article in order: cut where a sentence ends and a capital, digit or quote follows."
     lines = [l for l in article.split("\n") if l.strip()]
     return [s.strip() for line in (lines if keep_title else lines[1:]) for s in _SENTENCE_END.split(line) if s.strip()]
 
 # %% ../nbs/05a_sentence_pairs.ipynb #14431ba1
-def article_sentences(split: str = "train", # "train" or "valid" (the held-out articles of `load_corpus`)
-                      n_chars: int | None = None, # characters of corpus text; default the profile's (a tenth for "valid")
-                     ) -> list[list[str]]:
+def article_sentences(
+    split: str = "train",  # "train" or "valid" (the held-out articles of `load_corpus`)
+    n_chars: int | None = None,  # characters of corpus text; default the profile's (a tenth for "valid")
+) -> list[list[str]]:
     "The sentences of each article of one split of the course corpus (articles with fewer than two sentences dropped)."
     articles = [split_sentences(a) for a in load_corpus(n_chars, split).split("\n\n")]
     return [a for a in articles if len(a) >= 2]
 
 # %% ../nbs/05a_sentence_pairs.ipynb #fe7d1bbb
-PAIR_TASKS = ("nsp", "sop")   # next-sentence prediction (BERT), sentence-order prediction (ALBERT)
+PAIR_TASKS = ("nsp", "sop")  # next-sentence prediction (BERT), sentence-order prediction (ALBERT)
 
-def make_pairs(articles: Sequence[Sequence[str]], # the sentences of each article of ONE split (`article_sentences`)
-               task: str, # "nsp" (label 1: the second sentence comes from another article) or "sop" (label 1: swapped)
-               seed: int = 0, # which pairs are corrupted, and the random sentences of NSP
-               max_pairs: int | None = None, # keep at most this many pairs (a random subset); None: all
-               exclude: Collection[str] = (), # sentences no pair may contain (e.g. those of the training articles)
-              ) -> list[dict]:
-    "Pairs of consecutive sentences, half of them corrupted: dicts with first, second, label (0 natural, 1 corrupted), article."
-    if task not in PAIR_TASKS: raise ValueError(f"task must be one of {PAIR_TASKS}, got {task!r}")
-    if task == "nsp" and len(articles) < 2: raise ValueError("NSP draws its random sentences from another article: pass at least two articles")
+
+def make_pairs(
+    articles: Sequence[Sequence[str]],  # the sentences of each article of ONE split (`article_sentences`)
+    task: str,  # "nsp" (label 1: the second sentence comes from another article) or "sop" (label 1: swapped)
+    seed: int = 0,  # which pairs are corrupted, and the random sentences of NSP
+    max_pairs: int | None = None,  # keep at most this many pairs (a random subset); None: all
+    exclude: Collection[str] = (),  # sentences no pair may contain (e.g. those of the training articles)
+) -> list[dict]:
+    "Pairs of consecutive sentences, half corrupted: dicts of first, second, label (0 natural, 1 corrupted), article."
+    if task not in PAIR_TASKS:
+        raise ValueError(f"task must be one of {PAIR_TASKS}, got {task!r}")
+    if task == "nsp" and len(articles) < 2:
+        raise ValueError("NSP draws its random sentences from another article: pass at least two articles")
     rng = np.random.default_rng(seed)
     exclude = set(exclude)
-    pairs = [(k, a[i], a[i + 1]) for k, a in enumerate(articles) for i in range(len(a) - 1)
-             if a[i] not in exclude and a[i + 1] not in exclude]
-    if not pairs: raise ValueError("no two consecutive sentences (outside `exclude`) in these articles: there is no pair to make")
-    if max_pairs is not None: pairs = [pairs[i] for i in sorted(rng.permutation(len(pairs))[:max_pairs])]
+    pairs = [
+        (k, a[i], a[i + 1])
+        for k, a in enumerate(articles)
+        for i in range(len(a) - 1)
+        if a[i] not in exclude and a[i + 1] not in exclude
+    ]
+    if not pairs:
+        raise ValueError("no two consecutive sentences (outside `exclude`) in these articles: there is no pair to make")
+    if max_pairs is not None:
+        pairs = [pairs[i] for i in sorted(rng.permutation(len(pairs))[:max_pairs])]
     corrupt = np.zeros(len(pairs), dtype=int)
-    corrupt[rng.permutation(len(pairs))[:len(pairs) // 2]] = 1                      # exactly half, at random
+    corrupt[rng.permutation(len(pairs))[: len(pairs) // 2]] = 1  # exactly half, at random
     out = []
     for (k, first, second), label in zip(pairs, corrupt):
-        if label and task == "sop": first, second = second, first                    # ALBERT: the same two sentences, swapped
-        if label and task == "nsp":                                                   # BERT: a sentence of another article
+        if label and task == "sop":
+            first, second = second, first  # ALBERT: the same two sentences, swapped
+        if label and task == "nsp":  # BERT: a sentence of another article
             second = first
-            while second in exclude or second in articles[k]:                          # draw again: excluded or same article
-                j = int(rng.integers(len(articles) - 1)); j += j >= k
+            while second in exclude or second in articles[k]:  # draw again: excluded or same article
+                j = int(rng.integers(len(articles) - 1))
+                j += j >= k
                 second = articles[j][int(rng.integers(len(articles[j])))]
         out.append(dict(first=first, second=second, label=int(label), article=k))
     return out
 
 # %% ../nbs/05a_sentence_pairs.ipynb #0b3de0e5
-def encode_pair(tok: BPETokenizer, # the course tokenizer (it has <cls>, <sep>, <pad>)
-                first: str, second: str, # sentence A and sentence B
-                max_len: int, # tokens per example, the three special tokens included; padded up to it
-               ) -> dict[str, torch.Tensor]:
+def encode_pair(
+    tok: BPETokenizer,  # the course tokenizer (it has <cls>, <sep>, <pad>)
+    first: str,
+    second: str,  # sentence A and sentence B
+    max_len: int,  # tokens per example, the three special tokens included; padded up to it
+) -> dict[str, torch.Tensor]:
     "`[CLS] A [SEP] B [SEP]` padded to `max_len`: dict of (max_len,) input_ids, token_type_ids, attention_mask."
-    if max_len < 5: raise ValueError(f"max_len must be at least 5 ([CLS], [SEP], [SEP] and a token of each sentence), got {max_len}")
+    if max_len < 5:
+        raise ValueError(
+            f"max_len must be at least 5 ([CLS], [SEP], [SEP] and a token of each sentence), got {max_len}"
+        )
     a, b = tok.encode(first, allowed_special="none"), tok.encode(second, allowed_special="none")
-    while len(a) + len(b) > max_len - 3:                              # BERT's truncate_seq_pair: trim the longer one
+    while len(a) + len(b) > max_len - 3:  # BERT's truncate_seq_pair: trim the longer one
         (a if len(a) > len(b) else b).pop()
     cls, sep, pad = tok.token_to_id(CLS), tok.token_to_id(SEP), tok.token_to_id(PAD)
     ids, n_pad = [cls, *a, sep, *b, sep], max_len - len(a) - len(b) - 3
     types = [0] * (len(a) + 2) + [1] * (len(b) + 1) + [0] * n_pad
-    return dict(input_ids=torch.tensor(ids + [pad] * n_pad), token_type_ids=torch.tensor(types),
-                attention_mask=torch.tensor([1] * len(ids) + [0] * n_pad))
+    return dict(
+        input_ids=torch.tensor(ids + [pad] * n_pad),
+        token_type_ids=torch.tensor(types),
+        attention_mask=torch.tensor([1] * len(ids) + [0] * n_pad),
+    )
 
 # %% ../nbs/05a_sentence_pairs.ipynb #33d7635d
 class PairData(Dataset):
-    "Encoded sentence pairs with MLM masks: item i is dict(input_ids, token_type_ids, attention_mask, labels, pair_label)."
-    def __init__(self, pairs: Sequence[dict], # from `make_pairs`
-                 tok: BPETokenizer, # the course tokenizer
-                 max_len: int, # tokens per example (see `encode_pair`)
-                 mlm: bool = True, # mask tokens for MLM; False: the input unchanged, labels all -100
-                 seed: int | None = None, # None: new masks at every read (training); an int: fixed masks
-                 mlm_probability: float = 0.15, # chance that an ordinary token is chosen
-                ):
-        if not pairs: raise ValueError("PairData got no pairs: make some with make_pairs(articles, task)")
+    "Encoded sentence pairs with MLM masks: dict(input_ids, token_type_ids, attention_mask, labels, pair_label)."
+
+    def __init__(
+        self,
+        pairs: Sequence[dict],  # from `make_pairs`
+        tok: BPETokenizer,  # the course tokenizer
+        max_len: int,  # tokens per example (see `encode_pair`)
+        mlm: bool = True,  # mask tokens for MLM; False: the input unchanged, labels all -100
+        seed: int | None = None,  # None: new masks at every read (training); an int: fixed masks
+        mlm_probability: float = 0.15,  # chance that an ordinary token is chosen
+    ):
+        if not pairs:
+            raise ValueError("PairData got no pairs: make some with make_pairs(articles, task)")
         self.items = [encode_pair(tok, p["first"], p["second"], max_len) for p in pairs]
         self.pair_labels = torch.tensor([p["label"] for p in pairs])
         self.mask_id, self.vocab_size = tok.token_to_id(MASK), tok.vocab_size
         self.special_ids = [tok.token_to_id(s) for s in tok.special_tokens]
         self.mlm, self.seed, self.mlm_probability = mlm, seed, mlm_probability
 
-    def __len__(self): return len(self.items)
+    def __len__(self):
+        return len(self.items)
+
     def __getitem__(self, i: int):
         item = dict(self.items[i])
         if self.mlm:
             g = None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-            item["input_ids"], item["labels"] = mask_tokens(item["input_ids"], self.mask_id, self.vocab_size, self.special_ids,
-                                                            self.mlm_probability, item["attention_mask"], generator=g)
-        else: item["labels"] = torch.full_like(item["input_ids"], -100)
+            item["input_ids"], item["labels"] = mask_tokens(
+                item["input_ids"],
+                self.mask_id,
+                self.vocab_size,
+                self.special_ids,
+                self.mlm_probability,
+                item["attention_mask"],
+                generator=g,
+            )
+        else:
+            item["labels"] = torch.full_like(item["input_ids"], -100)
         return dict(item, pair_label=self.pair_labels[i])
 
 # %% ../nbs/05a_sentence_pairs.ipynb #2ba68617
 class EncoderForPreTraining(EncoderForMaskedLM):
     "The course encoder with BERT's two pretraining heads: masked LM on every token, pair classification on [CLS]."
-    def __init__(self, config: EncoderConfig, # sizes; `type_vocab_size` must be 2 (sentence A / B)
-                 pair_weight: float = 1.0, # lambda: loss = MLM + pair_weight * pair loss (0: MLM alone)
-                ):
-        if config.type_vocab_size < 2: raise ValueError(f"a pair needs two token types (A and B): type_vocab_size={config.type_vocab_size}")
+
+    def __init__(
+        self,
+        config: EncoderConfig,  # sizes; `type_vocab_size` must be 2 (sentence A / B)
+        pair_weight: float = 1.0,  # lambda: loss = MLM + pair_weight * pair loss (0: MLM alone)
+    ):
+        if config.type_vocab_size < 2:
+            raise ValueError(f"a pair needs two token types (A and B): type_vocab_size={config.type_vocab_size}")
         super().__init__(config)
         self.pair_weight = pair_weight
-        self.pooler = nn.Linear(config.n_embd, config.n_embd)              # BERT's pooler: dense + tanh on [CLS]
-        self.seq_relationship = nn.Linear(config.n_embd, 2)                 # 0: natural pair, 1: corrupted
-        for m in (self.pooler, self.seq_relationship): nn.init.normal_(m.weight, 0.0, config.init_std); nn.init.zeros_(m.bias)
+        self.pooler = nn.Linear(config.n_embd, config.n_embd)  # BERT's pooler: dense + tanh on [CLS]
+        self.seq_relationship = nn.Linear(config.n_embd, 2)  # 0: natural pair, 1: corrupted
+        for m in (self.pooler, self.seq_relationship):
+            nn.init.normal_(m.weight, 0.0, config.init_std)
+            nn.init.zeros_(m.bias)
 
-    def forward(self, input_ids: torch.Tensor, # (B, T) token ids, some masked
-                attention_mask: torch.Tensor | None = None, # (B, T) 1 for tokens, 0 for padding
-                token_type_ids: torch.Tensor | None = None, # (B, T) 0 for [CLS] A [SEP], 1 for B [SEP]
-                labels: torch.Tensor | None = None, # (B, T) MLM targets, -100 where not masked
-                pair_label: torch.Tensor | None = None, # (B,) 0 natural, 1 corrupted
-               ):
-        "((mlm_logits (B, T, V), pair_logits (B, 2)), loss); the loss needs both kinds of labels (pair_label only if pair_weight)."
-        h = self.encoder(input_ids, attention_mask, token_type_ids)                 # (B, T, C)
-        mlm_logits = self.head(h)                                                   # (B, T, V)
-        pair_logits = self.seq_relationship(torch.tanh(self.pooler(h[:, 0])))      # (B, 2) from [CLS]
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T) token ids, some masked
+        attention_mask: torch.Tensor | None = None,  # (B, T) 1 for tokens, 0 for padding
+        token_type_ids: torch.Tensor | None = None,  # (B, T) 0 for [CLS] A [SEP], 1 for B [SEP]
+        labels: torch.Tensor | None = None,  # (B, T) MLM targets, -100 where not masked
+        pair_label: torch.Tensor | None = None,  # (B,) 0 natural, 1 corrupted
+    ):
+        "((mlm_logits (B, T, V), pair_logits (B, 2)), loss); the loss needs labels (and pair_label if pair_weight)."
+        h = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        mlm_logits = self.head(h)  # (B, T, V)
+        pair_logits = self.seq_relationship(torch.tanh(self.pooler(h[:, 0])))  # (B, 2) from [CLS]
         loss = None
         if labels is not None:
             loss = F.cross_entropy(mlm_logits.reshape(-1, mlm_logits.size(-1)), labels.reshape(-1), ignore_index=-100)
             if self.pair_weight:
-                if pair_label is None: raise ValueError("pair_weight > 0 needs pair_label (0 natural, 1 corrupted) to compute the loss")
+                if pair_label is None:
+                    raise ValueError("pair_weight > 0 needs pair_label (0 natural, 1 corrupted) to compute the loss")
                 loss = loss + self.pair_weight * F.cross_entropy(pair_logits, pair_label)
         return (mlm_logits, pair_logits), loss
 
 # %% ../nbs/05a_sentence_pairs.ipynb #af25fbcf
-def to_hf_bert_pretraining(model: EncoderForPreTraining, # our encoder with its two heads (post-LN, biases)
-                          ):
+def to_hf_bert_pretraining(
+    model: EncoderForPreTraining,  # our encoder with its two heads (post-LN, biases)
+):
     "A Hugging Face `BertForPreTraining` with a copy of `model`'s weights (in eval mode)."
     from transformers import BertForPreTraining
-    mlm = to_hf_bert(model)                                     # BertForMaskedLM: bert.* and cls.predictions.*
+
+    mlm = to_hf_bert(model)  # BertForMaskedLM: bert.* and cls.predictions.*
     hf = BertForPreTraining(mlm.config)
-    sd = {**mlm.state_dict(), "bert.pooler.dense.weight": model.pooler.weight, "bert.pooler.dense.bias": model.pooler.bias,
-          "cls.seq_relationship.weight": model.seq_relationship.weight, "cls.seq_relationship.bias": model.seq_relationship.bias}
+    sd = {
+        **mlm.state_dict(),
+        "bert.pooler.dense.weight": model.pooler.weight,
+        "bert.pooler.dense.bias": model.pooler.bias,
+        "cls.seq_relationship.weight": model.seq_relationship.weight,
+        "cls.seq_relationship.bias": model.seq_relationship.bias,
+    }
     missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
-    if unexpected or missing: raise RuntimeError(f"weights did not map: missing {missing}, unexpected {unexpected}")
+    if unexpected or missing:
+        raise RuntimeError(f"weights did not map: missing {missing}, unexpected {unexpected}")
     return hf.eval()
 
 # %% ../nbs/05a_sentence_pairs.ipynb #d919f0ac
-def to_hf_albert_pretraining(model: EncoderForPreTraining, # our encoder with its two heads (post-LN, biases)
-                            ):
-    "A Hugging Face `AlbertForPreTraining` (unshared layers, identity embedding projection) with a copy of `model`'s weights."
+def to_hf_albert_pretraining(
+    model: EncoderForPreTraining,  # our encoder with its two heads (post-LN, biases)
+):
+    "A Hugging Face `AlbertForPreTraining` (unshared layers, identity projection) with a copy of `model`'s weights."
     from transformers import AlbertConfig, AlbertForPreTraining
+
     c, bert = model.config, to_hf_bert(model).state_dict()
-    hf = AlbertForPreTraining(AlbertConfig(
-        vocab_size=c.vocab_size, embedding_size=c.n_embd, hidden_size=c.n_embd, num_hidden_layers=c.n_layer,
-        num_hidden_groups=c.n_layer, inner_group_num=1, num_attention_heads=c.n_head, intermediate_size=c.n_inner or 4 * c.n_embd,
-        hidden_act=c.activation, hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout, classifier_dropout_prob=c.dropout,
-        max_position_embeddings=c.block_size, type_vocab_size=c.type_vocab_size, layer_norm_eps=c.layer_norm_eps))
-    names = {"attention.self.query": "attention.query", "attention.self.key": "attention.key", "attention.self.value": "attention.value",
-             "attention.output.dense": "attention.dense", "attention.output.LayerNorm": "attention.LayerNorm",
-             "intermediate.dense": "ffn", "output.dense": "ffn_output", "output.LayerNorm": "full_layer_layer_norm"}
-    sd = {k.replace("bert.embeddings", "albert.embeddings"): v for k, v in bert.items() if k.startswith("bert.embeddings")}
+    hf = AlbertForPreTraining(
+        AlbertConfig(
+            vocab_size=c.vocab_size,
+            embedding_size=c.n_embd,
+            hidden_size=c.n_embd,
+            num_hidden_layers=c.n_layer,
+            num_hidden_groups=c.n_layer,
+            inner_group_num=1,
+            num_attention_heads=c.n_head,
+            intermediate_size=c.n_inner or 4 * c.n_embd,
+            hidden_act=c.activation,
+            hidden_dropout_prob=c.dropout,
+            attention_probs_dropout_prob=c.dropout,
+            classifier_dropout_prob=c.dropout,
+            max_position_embeddings=c.block_size,
+            type_vocab_size=c.type_vocab_size,
+            layer_norm_eps=c.layer_norm_eps,
+        )
+    )
+    names = {
+        "attention.self.query": "attention.query",
+        "attention.self.key": "attention.key",
+        "attention.self.value": "attention.value",
+        "attention.output.dense": "attention.dense",
+        "attention.output.LayerNorm": "attention.LayerNorm",
+        "intermediate.dense": "ffn",
+        "output.dense": "ffn_output",
+        "output.LayerNorm": "full_layer_layer_norm",
+    }
+    sd = {
+        k.replace("bert.embeddings", "albert.embeddings"): v for k, v in bert.items() if k.startswith("bert.embeddings")
+    }
     for k, v in bert.items():
         if k.startswith("bert.encoder.layer."):
-            i, rest = k[len("bert.encoder.layer."):].split(".", 1)
+            i, rest = k[len("bert.encoder.layer.") :].split(".", 1)
             mod, p = rest.rsplit(".", 1)
             sd[f"albert.encoder.albert_layer_groups.{i}.albert_layers.0.{names[mod]}.{p}"] = v
-        elif k.startswith("cls.predictions."): sd[k.replace("cls.predictions.transform.", "predictions.").replace("cls.", "")] = v
+        elif k.startswith("cls.predictions."):
+            sd[k.replace("cls.predictions.transform.", "predictions.").replace("cls.", "")] = v
     C = c.n_embd
-    sd.update({"albert.encoder.embedding_hidden_mapping_in.weight": torch.eye(C), "albert.encoder.embedding_hidden_mapping_in.bias": torch.zeros(C),
-               "albert.pooler.weight": model.pooler.weight, "albert.pooler.bias": model.pooler.bias,
-               "sop_classifier.classifier.weight": model.seq_relationship.weight, "sop_classifier.classifier.bias": model.seq_relationship.bias})
+    sd.update(
+        {
+            "albert.encoder.embedding_hidden_mapping_in.weight": torch.eye(C),
+            "albert.encoder.embedding_hidden_mapping_in.bias": torch.zeros(C),
+            "albert.pooler.weight": model.pooler.weight,
+            "albert.pooler.bias": model.pooler.bias,
+            "sop_classifier.classifier.weight": model.seq_relationship.weight,
+            "sop_classifier.classifier.bias": model.seq_relationship.bias,
+        }
+    )
     missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
-    if unexpected or missing: raise RuntimeError(f"weights did not map: missing {missing}, unexpected {unexpected}")
+    if unexpected or missing:
+        raise RuntimeError(f"weights did not map: missing {missing}, unexpected {unexpected}")
     return hf.eval()
 
 # %% ../nbs/05a_sentence_pairs.ipynb #9b990fc7
-PAIR_RUNS = {   # per profile: model sizes, pair length, optimizer steps, batch, peak learning rate, pairs to train on
-    "ci":  dict(n_layer=2, n_head=2, n_embd=32,  max_len=32,  steps=30,   batch_size=16, lr=2e-3, max_pairs=600),
-    "cpu": dict(n_layer=2, n_head=2, n_embd=64,  max_len=48,  steps=1000, batch_size=32, lr=3e-3, max_pairs=None),
+PAIR_RUNS = {  # per profile: model sizes, pair length, optimizer steps, batch, peak learning rate, pairs to train on
+    "ci": dict(n_layer=2, n_head=2, n_embd=32, max_len=32, steps=30, batch_size=16, lr=2e-3, max_pairs=600),
+    "cpu": dict(n_layer=2, n_head=2, n_embd=64, max_len=48, steps=1000, batch_size=32, lr=1e-3, max_pairs=None),
     "gpu": dict(n_layer=4, n_head=4, n_embd=256, max_len=128, steps=4000, batch_size=64, lr=1e-3, max_pairs=None),
 }
 PAIR_OBJECTIVES = ("mlm", "nsp", "sop")
 
-def pretrain_pairs(objective: str, # "mlm" (MLM alone), "nsp" (MLM + NSP) or "sop" (MLM + SOP)
-                   articles: Sequence[Sequence[str]], # training articles (`article_sentences("train")`)
-                   tok: BPETokenizer, # the course tokenizer
-                   profile=None, # sizes from `PAIR_RUNS[profile.name]`; default `get_profile()`
-                   seed: int = 0, # the model's initialisation, the pairs, the masks and the data order
-                   progress: bool = False, # a progress bar
-                   **overrides, # entries of PAIR_RUNS to change, e.g. steps=10
-                  ) -> tuple[EncoderForPreTraining, History]:
+
+def pretrain_pairs(
+    objective: str,  # "mlm" (MLM alone), "nsp" (MLM + NSP) or "sop" (MLM + SOP)
+    articles: Sequence[Sequence[str]],  # training articles (`article_sentences("train")`)
+    tok: BPETokenizer,  # the course tokenizer
+    profile=None,  # sizes from `PAIR_RUNS[profile.name]`; default `get_profile()`
+    seed: int = 0,  # the model's initialisation, the pairs, the masks and the data order
+    progress: bool = False,  # a progress bar
+    **overrides,  # entries of PAIR_RUNS to change, e.g. steps=10
+) -> tuple[EncoderForPreTraining, History]:
     "A small encoder trained from scratch with MLM alone or MLM + a pair task; returns it (eval mode) and its history."
-    if objective not in PAIR_OBJECTIVES: raise ValueError(f"objective must be one of {PAIR_OBJECTIVES}, got {objective!r}")
+    if objective not in PAIR_OBJECTIVES:
+        raise ValueError(f"objective must be one of {PAIR_OBJECTIVES}, got {objective!r}")
     run = {**PAIR_RUNS[(profile or get_profile()).name], **overrides}
     pairs = make_pairs(articles, "sop" if objective == "mlm" else objective, seed=seed, max_pairs=run["max_pairs"])
     data = PairData(pairs, tok, run["max_len"])
     set_seed(seed)
-    config = EncoderConfig(vocab_size=tok.vocab_size, block_size=run["max_len"], n_layer=run["n_layer"], n_head=run["n_head"],
-                           n_embd=run["n_embd"])
+    config = EncoderConfig(
+        vocab_size=tok.vocab_size,
+        block_size=run["max_len"],
+        n_layer=run["n_layer"],
+        n_head=run["n_head"],
+        n_embd=run["n_embd"],
+    )
     model = EncoderForPreTraining(config, pair_weight=0.0 if objective == "mlm" else 1.0)
-    history = fit(model, data, config=TrainConfig(lr=run["lr"], max_steps=run["steps"], warmup_steps=run["steps"] // 10,
-                                                  batch_size=run["batch_size"], weight_decay=0.01, seed=seed, progress=progress, plot=False))
+    history = fit(
+        model,
+        data,
+        config=TrainConfig(
+            lr=run["lr"],
+            max_steps=run["steps"],
+            warmup_steps=run["steps"] // 10,
+            batch_size=run["batch_size"],
+            weight_decay=0.01,
+            seed=seed,
+            progress=progress,
+            plot=False,
+        ),
+    )
     return model.eval(), history
 
 # %% ../nbs/05a_sentence_pairs.ipynb #54d84782
 @torch.no_grad()
-def pair_predictions(model: EncoderForPreTraining, # a model with a pair head
-                     data: PairData, # the pairs to score (use `mlm=False`: whole inputs)
-                     batch_size: int = 256, # pairs per forward pass
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def pair_predictions(
+    model: EncoderForPreTraining,  # a model with a pair head
+    data: PairData,  # the pairs to score (use `mlm=False`: whole inputs)
+    batch_size: int = 256,  # pairs per forward pass
+) -> tuple[np.ndarray, np.ndarray]:
     "The pair labels and the pair head's predictions (argmax of its two logits), as two int arrays."
-    was_training = model.training; model.eval()
+    was_training = model.training
+    model.eval()
     try:
-        preds = [model(**{k: v for k, v in b.items() if k not in ("labels", "pair_label")})[0][1].argmax(-1)
-                 for b in Batches(data, batch_size, shuffle=False, drop_last=False)]
-    finally: model.train(was_training)
+        preds = [
+            model(**{k: v for k, v in b.items() if k not in ("labels", "pair_label")})[0][1].argmax(-1)
+            for b in Batches(data, batch_size, shuffle=False, drop_last=False)
+        ]
+    finally:
+        model.train(was_training)
     return data.pair_labels.numpy(), torch.cat(preds).numpy()
 
 # %% ../nbs/05a_sentence_pairs.ipynb #98cb39b3
 @torch.no_grad()
-def cls_features(model: EncoderForPreTraining, # any model with an `encoder`
-                 data: PairData, # the pairs (use `mlm=False`)
-                 batch_size: int = 256, # pairs per forward pass
-                ) -> np.ndarray:
+def cls_features(
+    model: EncoderForPreTraining,  # any model with an `encoder`
+    data: PairData,  # the pairs (use `mlm=False`)
+    batch_size: int = 256,  # pairs per forward pass
+) -> np.ndarray:
     "(N, n_embd) final hidden states of [CLS], one row per pair, from the frozen encoder."
-    was_training = model.training; model.eval()
+    was_training = model.training
+    model.eval()
     try:
-        feats = [model.encoder(b["input_ids"], b["attention_mask"], b["token_type_ids"])[:, 0]
-                 for b in Batches(data, batch_size, shuffle=False, drop_last=False)]
-    finally: model.train(was_training)
+        feats = [
+            model.encoder(b["input_ids"], b["attention_mask"], b["token_type_ids"])[:, 0]
+            for b in Batches(data, batch_size, shuffle=False, drop_last=False)
+        ]
+    finally:
+        model.train(was_training)
     return torch.cat(feats).numpy()
 
 # %% ../nbs/05a_sentence_pairs.ipynb #668e21d5
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, # features and labels to fit the probe on
-                 test_x: np.ndarray, # features to predict
-                 C: float = 1.0, # inverse L2 strength of the logistic regression
-                ) -> np.ndarray:
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,  # features and labels to fit the probe on
+    test_x: np.ndarray,  # features to predict
+    C: float = 1.0,  # inverse L2 strength of the logistic regression
+) -> np.ndarray:
     "Predictions of a logistic regression (on standardised features) fitted on the training features."
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    if len(np.unique(train_y)) < 2: raise ValueError("the probe's training labels hold one class only: it cannot learn a boundary")
+
+    if len(np.unique(train_y)) < 2:
+        raise ValueError("the probe's training labels hold one class only: it cannot learn a boundary")
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(train_x, train_y).predict(test_x)
 
 # %% ../nbs/05a_sentence_pairs.ipynb #658eee5d
-def word_overlap(first: str, second: str, # the two sentences of a pair
-                ) -> float:
+def word_overlap(
+    first: str,
+    second: str,  # the two sentences of a pair
+) -> float:
     "Jaccard overlap of the sets of lower-cased words longer than three letters (0: none shared, 1: the same words)."
     a, b = ({w for w in re.findall(r"[a-z]+", s.lower()) if len(w) > 3} for s in (first, second))
     return len(a & b) / max(1, len(a | b))
