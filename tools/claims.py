@@ -61,6 +61,17 @@ CLAIMS: dict[str, list[Claim]] = {
         # unigram level (6.070 vs 6.066 at cpu, 2026-12-06), and lesson 05 prints that verdict from the numbers.
         # When a retrained encoder beats unigram, add: "ck_gain > 2 * ck_se".
     ],
+    "05a": [
+        Claim("our MLM + pair heads equal Hugging Face's BertForPreTraining (NSP) and AlbertForPreTraining (SOP) on copied weights",
+              "max(bert_diffs) < 1e-4 and max(albert_diffs) < 1e-4", "(max(bert_diffs), max(albert_diffs))"),
+        Claim("no held-out pair contains a sentence of the training articles, and the labels are balanced (chance 0.5)",
+              "all(p['first'] not in train_sentences and p['second'] not in train_sentences for t in held_pairs for p in held_pairs[t])"
+              " and all(sum(p['label'] for p in held_pairs[t]) == len(held_pairs[t]) // 2 for t in held_pairs)",
+              "{t: len(held_pairs[t]) for t in held_pairs}"),
+        Claim("word overlap alone is above chance on NSP (topic gives it away) and at chance on SOP (ALBERT's argument)",
+              "overlap_acc['nsp'].low > 0.5 and overlap_acc['sop'].low <= 0.5 <= overlap_acc['sop'].high",
+              "(str(overlap_acc['nsp']), str(overlap_acc['sop']))"),
+    ],
     "06": [
         Claim("BBC topics: the best fine-tuned model reaches macro-F1 >= 0.90 (the cpu target)",
               "best['bbc']['macro_f1'] >= 0.90", "(best['bbc']['method'], round(best['bbc']['macro_f1'], 3))"),
