@@ -23,12 +23,14 @@ from .evaluation import lm_nll, perplexity
 
 # %% auto #0
 __all__ = ['KINDS', 'CHECKPOINTS_DIR', 'SAMPLE_SETTINGS', 'MINILM_MLM_STEPS', 'MINILM_MLM_BATCH', 'MINILM_MLM_BLOCK',
-           'causal_lm_pair', 'pretraining_ids', 'LMBlocks', 'mask_tokens', 'masking_stats', 'MLMBlocks', 'mlm_nll',
-           'token_nll', 'valid_loss', 'unigram_log_probs', 'unigram_cross_entropy', 'PretrainRun', 'pretrain',
-           'masked_position_nll', 'masked_lm_baselines', 'save_model_checkpoint', 'list_checkpoints',
-           'load_checkpoint_model', 'heldout_data', 'checkpoint_valid_loss', 'top_k_filter', 'top_p_filter',
-           'next_token', 'KVCache', 'generate', 'generate_text', 'kv_cache_speedups', 'sample_table',
-           'generation_playground', 'masked_positions_loss', 'minilm_mlm_blocks', 'load_minilm_mlm', 'fill_mask']
+           'MINILM_MLM_DIR', 'MINILM_MLM_FILE', 'MINILM_MLM_REBUILD', 'causal_lm_pair', 'pretraining_ids', 'LMBlocks',
+           'mask_tokens', 'masking_stats', 'MLMBlocks', 'mlm_nll', 'token_nll', 'valid_loss', 'unigram_log_probs',
+           'unigram_cross_entropy', 'PretrainRun', 'pretrain', 'masked_position_nll', 'masked_lm_baselines',
+           'save_model_checkpoint', 'list_checkpoints', 'load_checkpoint_model', 'heldout_data',
+           'checkpoint_valid_loss', 'top_k_filter', 'top_p_filter', 'next_token', 'KVCache', 'generate',
+           'generate_text', 'kv_cache_speedups', 'sample_table', 'generation_playground', 'masked_positions_loss',
+           'minilm_mlm_blocks', 'train_minilm_mlm', 'minilm_mlm_eval', 'save_minilm_mlm', 'load_minilm_mlm',
+           'fill_mask']
 
 # %% ../nbs/05_pretraining.ipynb #d174b8ee
 def causal_lm_pair(ids: torch.Tensor, # (..., T+1) token ids
@@ -546,62 +548,129 @@ def minilm_mlm_blocks(tokenizer, # the MiniLM tokenizer
                       text: str, # the text (articles separated by blank lines)
                       block_size: int, # tokens per example, [CLS] and [SEP] included
                       seed: int | None = None, # None: dynamic masks; an int: fixed masks
+                      **kwargs, # passed to `MLMBlocks`, e.g. mask_frac=1.0, random_frac=0.0 for validation
                      ) -> MLMBlocks:
     "MLM blocks of `text` with the WordPiece tokenizer's special tokens."
     ids = [i for art in text.split("\n\n") if art.strip() for i in tokenizer(art, add_special_tokens=False)["input_ids"]]
     return MLMBlocks(ids, block_size, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id, len(tokenizer),
-                     tokenizer.all_special_ids, seed=seed)
+                     tokenizer.all_special_ids, seed=seed, **kwargs)
 
-def _train_minilm_mlm(out: Path, profile, steps: int, seed: int, train_layers: int, lr: float, progress: bool):
-    "Train the masked-LM head (and the top `train_layers` layers) of all-MiniLM-L6-v2 on the corpus; save model, tokenizer, metadata to `out`."
+def train_minilm_mlm(profile=None, # a `Profile`; sets the steps, batch and block sizes; default `get_profile()`
+                     steps: int | None = None, # optimizer steps; default `MINILM_MLM_STEPS[profile.name]`
+                     seed: int = 0, # seeds the head's initialisation, the data order and the masks
+                     train_layers: int = 1, # how many of the encoder's 6 layers train with the head, from the top (0: the head only)
+                     lr: float = 5e-4, # peak learning rate
+                     progress: bool = True, # show a progress bar
+                    ):
+    "all-MiniLM-L6-v2 as a `BertForMaskedLM` (CPU, eval mode) whose head and top `train_layers` layers are trained now, on the corpus."
     from llm_course.assets import load_minilm_tokenizer
+    p = profile or get_profile()
+    steps = steps or MINILM_MLM_STEPS.get(p.name, 300)
     tokenizer, model = load_minilm_tokenizer(), _minilm_mlm_random_head(seed)
     layers = model.bert.encoder.layer
-    if not 0 <= train_layers <= len(layers): raise ValueError(f"train_layers must be 0..{len(layers)}, got {train_layers}")
-    for p in model.parameters(): p.requires_grad = False
-    for m in [model.cls.predictions.transform, *layers[len(layers) - train_layers:]]:
-        for p in m.parameters(): p.requires_grad = True
+    if not 0 <= train_layers <= len(layers): raise ValueError(f"train_layers must be 0..{len(layers)} (0 trains the head only), got {train_layers}")
+    model.requires_grad_(False)
+    for m in [model.cls.predictions.transform, *layers[len(layers) - train_layers:]]: m.requires_grad_(True)
     model.cls.predictions.bias.requires_grad = True
-    block, batch = MINILM_MLM_BLOCK.get(profile.name, 64), MINILM_MLM_BATCH.get(profile.name, 16)
-    train = minilm_mlm_blocks(tokenizer, load_corpus(profile.corpus_chars), block)
-    valid = minilm_mlm_blocks(tokenizer, load_corpus(20_000, split="valid"), block, seed=seed)
-    before = mlm_nll(model, Batches(valid, batch, shuffle=False, drop_last=False))
-    model.to(get_device())
-    t0 = time.perf_counter()
+    block, batch = MINILM_MLM_BLOCK.get(p.name, 64), MINILM_MLM_BATCH.get(p.name, 16)
+    train = minilm_mlm_blocks(tokenizer, load_corpus(p.corpus_chars), block)
+    model.to(get_device()); t0 = time.perf_counter()
     history = fit(model, train, config=TrainConfig(lr=lr, max_steps=steps, warmup_steps=max(1, steps // 10), batch_size=batch,
                                                    seed=seed, progress=progress, plot=False, weight_decay=0.01),
                   loss_fn=masked_positions_loss)
-    seconds = time.perf_counter() - t0
-    model.cpu().eval()
-    after = mlm_nll(model, Batches(valid, batch, shuffle=False, drop_last=False))
-    model.save_pretrained(out); tokenizer.save_pretrained(out)
-    (out / "mlm_metadata.json").write_text(json.dumps(dict(
-        profile=profile.name, steps=steps, seed=seed, batch_size=batch, block_size=block, train_layers=train_layers, lr=lr,
-        train_seconds=round(seconds, 1), train_loss_last=history.loss[-1], valid_loss_before=before[0] / before[1],
-        valid_loss_after=after[0] / after[1], valid_masked_tokens=after[1], valid_chars=20_000), indent=1))
+    model.train_info = dict(profile=p.name, steps=steps, seed=seed, batch_size=batch, block_size=block, train_layers=train_layers, lr=lr,
+                            train_seconds=round(time.perf_counter() - t0, 1), train_loss_last=history.loss[-1],
+                            trained_params=sum(q.numel() for q in model.parameters() if q.requires_grad))
+    return model.cpu().eval()
 
-def load_minilm_mlm(profile=None, # a `Profile`; sets the steps, batch and block sizes; default `get_profile()`
-                    steps: int | None = None, # optimizer steps; default `MINILM_MLM_STEPS[profile.name]`
-                    seed: int = 0, # seeds the head's initialisation, the data order and the masks
-                    train_layers: int = 6, # how many of the encoder's 6 layers train with the head, from the top (0: the head only)
-                    lr: float = 5e-4, # peak learning rate
-                    progress: bool = True, # progress bar while training (first call only)
+# %% ../nbs/05_pretraining.ipynb #226d2d50
+@torch.no_grad()
+def minilm_mlm_eval(model, # a `BertForMaskedLM` with MiniLM's vocabulary
+                    tokenizer, # the MiniLM tokenizer
+                    valid_chars: int = 40_000, # characters of held-out articles (`load_corpus(split="valid")`)
+                    seed: int = 0, # fixes which positions are scored
+                    block_size: int = 64, # tokens per block, [CLS] and [SEP] included
+                    batch_size: int = 32, # blocks per forward pass
+                   ) -> dict:
+    "Masked-token NLL (nats per token) and top-1 accuracy on held-out articles, every scored position shown as `[MASK]`."
+    data = minilm_mlm_blocks(tokenizer, load_corpus(valid_chars, split="valid"), block_size, seed=seed, mask_frac=1.0, random_frac=0.0)
+    training, dev = model.training, next(model.parameters()).device
+    model.eval(); nll = correct = n = 0
+    for b in Batches(data, batch_size, shuffle=False, drop_last=False):
+        hidden = model.bert(input_ids=b["input_ids"].to(dev)).last_hidden_state
+        where, y = b["labels"] != -100, b["labels"][b["labels"] != -100].to(dev)
+        logits = model.cls(hidden[where.to(dev)]).float()
+        nll += F.cross_entropy(logits, y, reduction="sum").item(); correct += (logits.argmax(-1) == y).sum().item(); n += len(y)
+    model.train(training)
+    return dict(nll=nll / n, top1=correct / n, masked_tokens=n, valid_chars=valid_chars, seed=seed, block_size=block_size)
+
+# %% ../nbs/05_pretraining.ipynb #04ce7967
+MINILM_MLM_DIR = CHECKPOINTS_DIR / "minilm_mlm"
+MINILM_MLM_FILE = "mlm_head.safetensors"
+MINILM_MLM_REBUILD = "python scripts/make_checkpoints.py --only minilm_mlm"
+
+def save_minilm_mlm(model, # a `BertForMaskedLM` from `train_minilm_mlm` (it carries `.train_info`)
+                    path: str | Path = MINILM_MLM_DIR, # the folder to write (replaced if it exists)
+                    metadata: dict | None = None, # anything JSON-serialisable to record too (a comparison, the machine...)
+                    rank: int | None = None, # store each trained layer's weight-matrix change as a rank-`rank` product (None: whole)
+                   ) -> Path:
+    "Save only what training changed (head and trained layers, fp16), the file's SHA-256 and the saved model's held-out figures."
+    from safetensors.torch import save_file
+    from llm_course.assets import load_minilm_tokenizer, minilm_path, sha256_file
+    info, n = model.train_info, len(model.bert.encoder.layer)
+    keep = ("cls.predictions.transform.", "cls.predictions.bias", *(f"bert.encoder.layer.{i}." for i in range(n - info["train_layers"], n)))
+    base, tensors = _minilm_mlm_random_head(info["seed"]).state_dict() if rank else {}, {}
+    for k, v in model.state_dict().items():
+        if not k.startswith(keep): continue
+        if rank and k.startswith("bert.") and v.dim() == 2:    # delta = U S V^T, cut to the top `rank` singular values
+            U, S, Vh = torch.linalg.svd((v - base[k]).float(), full_matrices=False)
+            tensors[k + ".delta_up"], tensors[k + ".delta_down"] = U[:, :rank] * S[:rank].sqrt(), S[:rank].sqrt()[:, None] * Vh[:rank]
+        else: tensors[k] = v
+    tensors = {k: v.detach().cpu().half().contiguous() for k, v in tensors.items()}
+    path = Path(path)
+    if path.exists(): shutil.rmtree(path)
+    with atomic_dir(path) as tmp:
+        save_file(tensors, str(tmp / MINILM_MLM_FILE))
+        meta = dict(metadata or {}, **info, rank=rank, dtype="float16", saved_params=sum(t.numel() for t in tensors.values()),
+                    sha256={MINILM_MLM_FILE: sha256_file(tmp / MINILM_MLM_FILE)}, base_sha256=sha256_file(minilm_path() / "model.safetensors"))
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
+    (path / ".complete").unlink(missing_ok=True)      # package data: no marker files
+    path.chmod(0o755)
+    for f in path.iterdir(): f.chmod(0o644)
+    tok = load_minilm_tokenizer()                      # the figures of what ships (fp16, low-rank), and of the untrained head
+    after, before = minilm_mlm_eval(load_minilm_mlm(path), tok), minilm_mlm_eval(_minilm_mlm_random_head(info["seed"]), tok)
+    meta.update(valid=after, valid_loss_before=before["nll"], valid_loss_after=after["nll"], valid_top1_before=before["top1"],
+                valid_top1_after=after["top1"], valid_masks="every scored position [MASK] (fixed by the seed)")
+    (path / "metadata.json").write_text(json.dumps(meta, indent=1))
+    return path
+
+# %% ../nbs/05_pretraining.ipynb #2441846a
+def load_minilm_mlm(path: str | Path = MINILM_MLM_DIR, # a folder written by `save_minilm_mlm`; default: the head shipped with the course
                     device=None, # where to put the model; default: the CPU
                    ):
-    "all-MiniLM-L6-v2 as a `BertForMaskedLM` with a trained masked-LM head: trained once, then loaded from the cache."
-    from transformers import BertForMaskedLM
-    from llm_course.assets import load_cached
-    p = profile or get_profile()
-    if not 0 <= train_layers <= 6: raise ValueError(f"train_layers must be 0..6 (MiniLM has 6 layers; 0 trains the head only), got {train_layers}")
-    steps = steps or MINILM_MLM_STEPS.get(p.name, 300)
-    target = cache_dir("models") / (f"minilm-mlm-{p.name}-s{steps}-b{MINILM_MLM_BATCH.get(p.name, 16)}x{MINILM_MLM_BLOCK.get(p.name, 64)}"
-                                    f"-L{train_layers}-lr{lr:g}-seed{seed}")
-    model = load_cached(target, lambda out: _train_minilm_mlm(out, p, steps, seed, train_layers, lr, progress),
-                        lambda path: BertForMaskedLM.from_pretrained(path), "MiniLM masked-LM head",
-                        f"MiniLM masked-LM head: training {steps} steps on the course corpus, once (then cached in {target})")
-    model.mlm_metadata = json.loads((target / "mlm_metadata.json").read_text())
+    "all-MiniLM-L6-v2 as a `BertForMaskedLM` with a trained masked-LM head, its file's SHA-256 checked first: loads in seconds, trains nothing."
+    from safetensors.torch import load_file
+    from llm_course.assets import sha256_file
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"load_minilm_mlm takes a folder (default: the shipped head), got {type(path).__name__}; "
+                        "to train a head of your own with a profile's settings, call train_minilm_mlm(profile).")
+    path = Path(path); weights = path / MINILM_MLM_FILE
+    if not weights.is_file() or not (path / "metadata.json").is_file():
+        raise FileNotFoundError(f"No MiniLM masked-LM head in {path} (it needs {MINILM_MLM_FILE} and metadata.json). Fix: {MINILM_MLM_REBUILD}")
+    meta = json.loads((path / "metadata.json").read_text())
+    if sha256_file(weights) != meta.get("sha256", {}).get(MINILM_MLM_FILE):
+        raise ValueError(f"{weights} is damaged or was changed: its SHA-256 differs from the one recorded in metadata.json. "
+                         f"Fix: {MINILM_MLM_REBUILD} (or reinstall llm_course).")
+    model, state = _minilm_mlm_random_head(meta.get("seed", 0)), load_file(str(weights))
+    own = model.state_dict()
+    for k in [k.removesuffix(".delta_up") for k in state if k.endswith(".delta_up")]:      # low-rank changes: W = W_base + up @ down
+        state[k] = own[k] + state.pop(k + ".delta_up").float() @ state.pop(k + ".delta_down").float()
+    loaded = model.load_state_dict(state, strict=False)
+    if loaded.unexpected_keys: raise ValueError(f"{weights} holds tensors MiniLM does not have ({loaded.unexpected_keys[:3]}). Fix: {MINILM_MLM_REBUILD}")
+    model.mlm_metadata = meta
     return model.eval() if device is None else model.to(device).eval()
 
+# %% ../nbs/05_pretraining.ipynb #35539de7
 @torch.no_grad()
 def fill_mask(model, # a Hugging Face masked LM (e.g. `load_minilm_mlm()`)
               tokenizer, # its tokenizer

@@ -1,5 +1,5 @@
 """Checks of llm_course.pretraining: the two objectives, masking statistics, perplexity weighting, KV-cache exactness,
-top-k / top-p filtering, bad input, the shipped checkpoints and the MiniLM masked-LM head cache."""
+top-k / top-p filtering, bad input, the shipped checkpoints (MiniLM's masked-LM head: tests/test_minilm_checkpoint.py)."""
 import json, math
 
 import pytest
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from llm_course.core import get_profile, set_seed
 from llm_course.evaluation import perplexity
 from llm_course.pretraining import (CHECKPOINTS_DIR, LMBlocks, MLMBlocks, causal_lm_pair, checkpoint_valid_loss, generate,
-                                    list_checkpoints, load_checkpoint_model, load_minilm_mlm, mask_tokens, mlm_nll, next_token,
+                                    list_checkpoints, load_checkpoint_model, mask_tokens, mlm_nll, next_token,
                                     pretrain, save_model_checkpoint, token_nll, top_k_filter, top_p_filter, unigram_cross_entropy,
                                     valid_loss, pretraining_ids, masked_lm_baselines, masked_position_nll, unigram_log_probs,
                                     heldout_data, kv_cache_speedups)
@@ -357,22 +357,3 @@ def test_pretrain_is_reproducible():
     enc = pretrain("encoder", p, max_steps=4, seed=1, progress=False)
     assert len(enc.history.evals) == 1 and math.isfinite(enc.history.evals[0]["loss"])
     with pytest.raises(ValueError, match="kind must be"): pretrain("bert", p)
-
-
-# ---------------------------------------------------------------- MiniLM masked-LM head
-def test_minilm_mlm_trains_once_then_loads_from_cache(tmp_cache, no_network, capsys):
-    p = get_profile("ci")
-    first = load_minilm_mlm(p, steps=2, train_layers=1, progress=False)
-    assert "training 2 steps" in capsys.readouterr().out
-    folder = next(tmp_cache.glob("models/minilm-mlm-ci-s2-*"))
-    assert (folder / ".complete").is_file() and (folder / "manifest.json").is_file()
-    meta = json.loads((folder / "mlm_metadata.json").read_text())
-    assert meta["steps"] == 2 and meta["train_layers"] == 1 and meta["valid_loss_after"] < meta["valid_loss_before"]
-    second = load_minilm_mlm(p, steps=2, train_layers=1, progress=False)
-    assert "training" not in capsys.readouterr().out                      # loaded, not retrained
-    for a, b in zip(first.parameters(), second.parameters()): assert torch.equal(a, b)
-    from llm_course.assets import load_minilm
-    original = load_minilm().encoder.layer
-    assert torch.equal(second.bert.encoder.layer[4].attention.self.query.weight, original[4].attention.self.query.weight)  # frozen
-    assert not torch.equal(second.bert.encoder.layer[5].attention.self.query.weight, original[5].attention.self.query.weight)  # trained
-    with pytest.raises(ValueError, match="train_layers"): load_minilm_mlm(p, steps=2, train_layers=7, progress=False)
