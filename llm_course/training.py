@@ -483,6 +483,32 @@ def _resume_from(resume, out_dir) -> Path | None:
 class NonFiniteLossError(FloatingPointError):
     "The loss or the gradient norm became NaN or infinite; `.history` holds the run so far."
 
+# %% ../nbs/04_training.ipynb #b0ad3d27
+def _interrupted(state: TrainState, callbacks, mid_step: bool):
+    "After Ctrl-C: a checkpoint if we are between two steps (and have an out_dir), and a message saying what was kept."
+    state.history.stopped = "interrupted"
+    last = checkpoints(state.config.out_dir)
+    if mid_step:
+        print(f"Interrupted during step {state.step + 1}: no checkpoint written (the step was half done); "
+              + (f"the newest is {last[-1]}." if last else "there is none."))
+    elif state.config.out_dir:
+        path = save_checkpoint(state); _call(callbacks, "on_checkpoint", state, path)
+        print(f"Interrupted after step {state.step}; checkpoint {path}. Continue with fit(..., resume=True).")
+    else: print(f"Interrupted after step {state.step} (no out_dir: no checkpoint).")
+
+def _diverged(state: TrainState, loss: float, norm: float):
+    "Stop a run whose loss or gradient norm is not finite, without touching the weights."
+    last = checkpoints(state.config.out_dir)
+    kept = f"the last good checkpoint {last[-1]} is kept" if last else "no checkpoint was written"
+    state.history.stopped = "non-finite loss"
+    err = NonFiniteLossError(
+        f"Step {state.step + 1}: loss {loss}, gradient norm {norm}. Training stopped before the update: the weights in memory "
+        f"are those after step {state.step}, and {kept}. Usual fixes: a lower lr, more warmup_steps, grad_clip, "
+        "bf16=False, or look for inf/NaN in the batch.")
+    err.history = state.history
+    raise err
+
+
 # %% ../nbs/04_training.ipynb #2cc6c305
 def fit(model: nn.Module, # returns `(logits, loss)` or an output with `.loss` (see `compute_loss`)
         train_data, # a map-style dataset (wrapped in `Batches`), a `Batches` or a DataLoader
@@ -552,29 +578,6 @@ def fit(model: nn.Module, # returns `(logits, loss)` or an output with `.loss` (
     _call(callbacks, "on_train_end", state)
     return state.history
 
-def _interrupted(state: TrainState, callbacks, mid_step: bool):
-    "After Ctrl-C: a checkpoint if we are between two steps (and have an out_dir), and a message saying what was kept."
-    state.history.stopped = "interrupted"
-    last = checkpoints(state.config.out_dir)
-    if mid_step:
-        print(f"Interrupted during step {state.step + 1}: no checkpoint written (the step was half done); "
-              + (f"the newest is {last[-1]}." if last else "there is none."))
-    elif state.config.out_dir:
-        path = save_checkpoint(state); _call(callbacks, "on_checkpoint", state, path)
-        print(f"Interrupted after step {state.step}; checkpoint {path}. Continue with fit(..., resume=True).")
-    else: print(f"Interrupted after step {state.step} (no out_dir: no checkpoint).")
-
-def _diverged(state: TrainState, loss: float, norm: float):
-    "Stop a run whose loss or gradient norm is not finite, without touching the weights."
-    last = checkpoints(state.config.out_dir)
-    kept = f"the last good checkpoint {last[-1]} is kept" if last else "no checkpoint was written"
-    state.history.stopped = "non-finite loss"
-    err = NonFiniteLossError(
-        f"Step {state.step + 1}: loss {loss}, gradient norm {norm}. Training stopped before the update: the weights in memory "
-        f"are those after step {state.step}, and {kept}. Usual fixes: a lower lr, more warmup_steps, grad_clip, "
-        "bf16=False, or look for inf/NaN in the batch.")
-    err.history = state.history
-    raise err
 
 # %% ../nbs/04_training.ipynb #949c8e39
 def read_corpus(n_chars: int, # how many characters of text
