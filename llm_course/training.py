@@ -119,7 +119,7 @@ def make_optimizer(model: nn.Module, # the model; only parameters with requires_
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
 
 
-# %% ../nbs/04_training.ipynb #999311e6
+# %% ../nbs/04_training.ipynb #e9a6e4e8
 def to_device(batch: Any, # a tensor, or a dict/list/tuple of them (nested), other values passed through
               device: torch.device, # where the model is
              ) -> Any:
@@ -129,6 +129,8 @@ def to_device(batch: Any, # a tensor, or a dict/list/tuple of them (nested), oth
     if isinstance(batch, (list, tuple)): return type(batch)(to_device(v, device) for v in batch)
     return batch
 
+
+# %% ../nbs/04_training.ipynb #bae35ef9
 def model_device(model: nn.Module, # the model to train or evaluate
                 ) -> torch.device:
     "The device of the model's first parameter; a clear error for a model without (real) weights."
@@ -139,6 +141,8 @@ def model_device(model: nn.Module, # the model to train or evaluate
                          "Load real weights first, e.g. model.to_empty(device=...) then load_state_dict(...), or build it outside a meta-device context.")
     return p.device
 
+
+# %% ../nbs/04_training.ipynb #4c943e29
 def compute_loss(model: nn.Module, # returns `(logits, loss)` or an output with `.loss`
                  batch: dict | tuple | list, # keyword arguments (dict) or positional arguments (tuple/list) for the model
                 ) -> torch.Tensor:
@@ -153,11 +157,14 @@ def compute_loss(model: nn.Module, # returns `(logits, loss)` or an output with 
     if loss.ndim != 0: raise ValueError(f"The loss must be a scalar, got shape {tuple(loss.shape)}: reduce it (e.g. .mean()) in your loss_fn.")
     return loss
 
-# %% ../nbs/04_training.ipynb #e3852c16
+
+# %% ../nbs/04_training.ipynb #15e5a7b8
 def epoch_seed(seed: int, epoch: int) -> int:
     "The seed of one epoch's shuffle: a function of the run's seed and the epoch only."
     return seed * 1_000_003 + epoch
 
+
+# %% ../nbs/04_training.ipynb #fc6438ec
 class Batches:
     "Mini-batches of a map-style dataset in an order that is a function of (seed, epoch): resumable mid-epoch."
     def __init__(self, dataset, # supports len() and [i]: a list of examples, a Dataset, a tensor
@@ -191,6 +198,7 @@ class Batches:
             yield self.collate_fn([self.dataset[i] for i in idx[b * bs:(b + 1) * bs]])
 
     def __iter__(self): return self.iter_from(0)
+
 
 # %% ../nbs/04_training.ipynb #1aa21d6e
 def _as_loader(data, batch_size: int, shuffle: bool, seed: int, name: str):
@@ -579,13 +587,15 @@ def fit(model: nn.Module, # returns `(logits, loss)` or an output with `.loss` (
     return state.history
 
 
-# %% ../nbs/04_training.ipynb #949c8e39
+# %% ../nbs/04_training.ipynb #6103992e
 def read_corpus(n_chars: int, # how many characters of text
                ) -> str:
     "About `n_chars` characters of BBC News text: `llm_course.data.load_corpus` (lesson 01)."
     from llm_course.data import load_corpus
     return load_corpus(n_chars)
 
+
+# %% ../nbs/04_training.ipynb #87a1b5cf
 def byte_lm_data(text: str, # the text to cut up
                  block_size: int, # tokens per example
                  style: str = "hf", # "hf": input_ids/labels (the model shifts); "gpt": idx/targets (shifted here)
@@ -600,6 +610,8 @@ def byte_lm_data(text: str, # the text to cut up
         return [dict(idx=ids[i * block_size:(i + 1) * block_size], targets=ids[i * block_size + 1:(i + 1) * block_size + 1]) for i in range(n)]
     raise ValueError(f"style={style!r}: use 'hf' (input_ids/labels) or 'gpt' (idx/targets)")
 
+
+# %% ../nbs/04_training.ipynb #7bfe88cd
 def tiny_gpt2(block_size: int, # context length (n_positions)
               n_layer: int = 2, n_head: int = 2, n_embd: int = 32, # the model's size
               dropout: float = 0.0, # resid, embedding and attention dropout
@@ -614,6 +626,7 @@ def tiny_gpt2(block_size: int, # context length (n_positions)
     model = GPT2LMHeadModel(cfg)
     model.loss_type = "ForCausalLM"   # transformers cannot tell from the class name (see the Trainer section)
     return model
+
 
 # %% ../nbs/04_training.ipynb #4f282111
 def byte_baselines(train_data: list[dict], # training examples from `byte_lm_data` (either style)
