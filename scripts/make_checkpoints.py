@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 
 from llm_course.core import get_profile, set_seed
+from llm_course.data import load_corpus
 from llm_course.pretraining import (CHECKPOINTS_DIR, KINDS, MINILM_MLM_FILE, MINILM_MLM_STEPS, _minilm_mlm_random_head, heldout_data, minilm_mlm_eval,
+                                    minilm_mlm_blocks,
                                     pretrain, save_minilm_mlm, save_model_checkpoint, token_nll, train_minilm_mlm)
 
 def trained_weights(model, train_layers):
@@ -47,6 +49,14 @@ def trained_minilm_mlm(p, train_layers, args):
     model.train_info = json.loads((target / "train_info.json").read_text())
     return model.eval()
 
+def unigram_eval(p, tok):
+    "The context-free floor: the training text's token frequencies (add-0.5) scored on `minilm_mlm_eval`'s positions."
+    counts = torch.bincount(minilm_mlm_blocks(tok, load_corpus(p.corpus_chars), 64).ids, minlength=len(tok)).double() + 0.5
+    logp = (counts / counts.sum()).log()
+    valid = minilm_mlm_blocks(tok, load_corpus(40_000, split="valid"), 64, seed=0, mask_frac=1.0, random_frac=0.0)
+    ys = torch.cat([valid[i]["labels"][valid[i]["labels"] != -100] for i in range(len(valid))])
+    return dict(nll=-logp[ys].mean().item(), top1=(ys == logp.argmax()).double().mean().item())
+
 def build_minilm_mlm(p, args):
     "Train the candidates, measure them on the same held-out text, ship the best one of at most --max-mb MB, with the comparison."
     from llm_course.assets import load_minilm_tokenizer
@@ -56,6 +66,7 @@ def build_minilm_mlm(p, args):
                          top1=ev["top1"], ship_params=ship_params, ship_mb=round(ship_mb, 2), train_seconds=info.get("train_seconds", 0.0)))
         print(f"minilm_mlm, {variant}: NLL {ev['nll']:.4f}, top-1 {ev['top1']:.4f}, {ship_mb:.1f} MB", flush=True)
     add("nothing (the untrained head)", minilm_mlm_eval(_minilm_mlm_random_head(args.seed), tok), None, None, 0, 0.0, {})
+    add("no network: the training text's token frequencies (unigram)", unigram_eval(p, tok), None, None, 0, 0.0, {})
     with tempfile.TemporaryDirectory() as tmp:
         for k in sorted(set(args.layers)):
             models[k] = model = trained_minilm_mlm(p, k, args)
