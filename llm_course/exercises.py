@@ -27,9 +27,12 @@ def time_limit(seconds: float | None, # the limit; None or 0: no limit
     "Stop the code inside after `seconds` with `TimeLimitExceeded` (main thread on POSIX; elsewhere no limit)."
     if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield; return
-    def _alarm(signum, frame): raise TimeLimitExceeded(f"{what} ran for more than {seconds:g} s")
-    t0 = time.monotonic()
-    old_handler = signal.signal(signal.SIGALRM, _alarm)
+    def _alarm(signum, frame):
+        if time.monotonic() - t0 < 0.9 * seconds and callable(old_handler):   # an enclosing limit that ran out while
+            return old_handler(signum, frame)                                  # this one was being set: report it
+        raise TimeLimitExceeded(f"{what} ran for more than {seconds:g} s")
+    t0, old_handler = time.monotonic(), signal.getsignal(signal.SIGALRM)      # known before `_alarm` can run
+    signal.signal(signal.SIGALRM, _alarm)
     outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)          # outer: seconds left on an enclosing limit
     if outer and outer < seconds: signal.setitimer(signal.ITIMER_REAL, outer); signal.signal(signal.SIGALRM, old_handler)
     try: yield

@@ -324,6 +324,18 @@ def test_time_limit_stops_endless_loop_and_nests():
             time.sleep(3)
 
 
+
+def test_an_alarm_far_from_the_inner_limit_is_reported_as_the_outer_limit():
+    "A graded cell (limit 1 s) whose check() starts its own 10 s limit just as the cell's limit runs out (seen under"
+    "load): the alarm belongs to the cell, and the feedback must say so, not that the check stopped after 10 s."
+    import signal
+    with pytest.raises(TimeLimitExceeded, match="outer ran for more than 0.3 s"):
+        with time_limit(0.3, "outer"):
+            signal.setitimer(signal.ITIMER_REAL, 0)     # the outer timer has run out (its signal not handled yet) ...
+            with time_limit(10, "inner"):               # ... as the inner limit starts, so the inner handler is set
+                signal.raise_signal(signal.SIGALRM)     # the outer's signal arrives, 10 s before the inner is due
+                time.sleep(1)
+
 def test_check_shows_feedback_and_raises_assertion_error(capsys):
     def my_mask(T_q, T_k=None): return torch.ones(T_q, T_k or T_q, dtype=torch.bool).tril((T_k or T_q) - T_q)
     assert check(my_mask, "causal_mask") is None and "PASSED causal_mask" in capsys.readouterr().out
