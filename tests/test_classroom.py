@@ -100,9 +100,14 @@ HEADER = "from llm_course.exercises import check"
 
 
 def assignment(d):
-    "A released folder with one notebook, hw.ipynb, checking merge_pair."
-    write(d / "assignment" / "hw.ipynb", C.student_notebook(nb(HEADER, RIGHT.replace("    out, i", "    ### BEGIN SOLUTION\n    out, i")
-                                                                 + "\n    ### END SOLUTION", "check(merge_pair)")))
+    "A released folder with one notebook, hw.ipynb, checking merge_pair (its check cell graded, as a release tags it)."
+    released = C.student_notebook(nb(HEADER, RIGHT.replace("    out, i", "    ### BEGIN SOLUTION\n    out, i")
+                                     + "\n    ### END SOLUTION", "check(merge_pair)"))
+    for c in released["cells"]:
+        if "".join(c["source"]).strip() == "check(merge_pair)":
+            c["metadata"]["nbgrader"] = {"grade": True, "solution": False, "locked": True, "grade_id": "check_merge_pair",
+                                         "points": 1, "schema_version": 3}
+    write(d / "assignment" / "hw.ipynb", released)
     return d / "assignment"
 
 
