@@ -195,6 +195,14 @@ class EncoderForPreTraining(EncoderForMaskedLM):
         return (mlm_logits, pair_logits), loss
 
 # %% ../nbs/05a_sentence_pairs.ipynb #af25fbcf
+def _load_copies(hf, sd: dict):
+    "Load copies of the tensors of `sd` into the Hugging Face model `hf`; every name must map. `hf` in eval mode."
+    missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
+    if unexpected or missing:
+        raise RuntimeError(f"weights did not map: missing {missing}, unexpected {unexpected}")
+    return hf.eval()
+
+
 def to_hf_bert_pretraining(
     model: EncoderForPreTraining,  # our encoder with its two heads (post-LN, biases)
 ):
@@ -210,10 +218,7 @@ def to_hf_bert_pretraining(
         "cls.seq_relationship.weight": model.seq_relationship.weight,
         "cls.seq_relationship.bias": model.seq_relationship.bias,
     }
-    missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
-    if unexpected or missing:
-        raise RuntimeError(f"weights did not map: missing {missing}, unexpected {unexpected}")
-    return hf.eval()
+    return _load_copies(hf, sd)
 
 # %% ../nbs/05a_sentence_pairs.ipynb #d919f0ac
 def to_hf_albert_pretraining(
@@ -273,10 +278,7 @@ def to_hf_albert_pretraining(
             "sop_classifier.classifier.bias": model.seq_relationship.bias,
         }
     )
-    missing, unexpected = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
-    if unexpected or missing:
-        raise RuntimeError(f"weights did not map: missing {missing}, unexpected {unexpected}")
-    return hf.eval()
+    return _load_copies(hf, sd)
 
 # %% ../nbs/05a_sentence_pairs.ipynb #9b990fc7
 PAIR_RUNS = {  # per profile: model sizes, pair length, optimizer steps, batch, peak learning rate, pairs to train on
