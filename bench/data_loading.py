@@ -19,7 +19,16 @@ import torch
 import transformers
 
 from llm_course.core import asset_path
-from llm_course.data import TextData, load_bbc, load_corpus, load_intents, load_tweets, make_loader, padding_fraction, split_data
+from llm_course.data import (
+    TextData,
+    load_bbc,
+    load_corpus,
+    load_intents,
+    load_tweets,
+    make_loader,
+    padding_fraction,
+    split_data,
+)
 
 
 def best_of(fn, n=3):
@@ -33,14 +42,28 @@ def best_of(fn, n=3):
 def bench_loading():
     bbc_files = sorted(asset_path("bbc").glob("*/*.txt"))
     floor_bbc = best_of(lambda: [f.read_bytes().decode("latin-1") for f in bbc_files])
-    floor_tweets = best_of(lambda: list(csv.reader(io.StringIO(asset_path("tweets").read_bytes().decode("latin-1"), newline=""))))
+    floor_tweets = best_of(
+        lambda: list(csv.reader(io.StringIO(asset_path("tweets").read_bytes().decode("latin-1"), newline="")))
+    )
     tweets = load_tweets()
-    rows = [("load_bbc()", best_of(load_bbc), floor_bbc), ("load_bbc(dedupe=False)", best_of(lambda: load_bbc(dedupe=False)), floor_bbc),
-            ("load_tweets()", best_of(load_tweets), floor_tweets), ("load_tweets('apple')", best_of(lambda: load_tweets("apple")), floor_tweets),
-            ("load_corpus()", best_of(load_corpus), floor_bbc), ("split_data(tweets)", best_of(lambda: split_data(tweets)), floor_tweets),
-            ("load_intents()", best_of(load_intents), None)]
-    return [dict(what=w, seconds=round(s, 4), floor_seconds=None if f is None else round(f, 4), ratio=None if f is None else round(s / f, 1))
-            for w, s, f in rows]
+    rows = [
+        ("load_bbc()", best_of(load_bbc), floor_bbc),
+        ("load_bbc(dedupe=False)", best_of(lambda: load_bbc(dedupe=False)), floor_bbc),
+        ("load_tweets()", best_of(load_tweets), floor_tweets),
+        ("load_tweets('apple')", best_of(lambda: load_tweets("apple")), floor_tweets),
+        ("load_corpus()", best_of(load_corpus), floor_bbc),
+        ("split_data(tweets)", best_of(lambda: split_data(tweets)), floor_tweets),
+        ("load_intents()", best_of(load_intents), None),
+    ]
+    return [
+        dict(
+            what=w,
+            seconds=round(s, 4),
+            floor_seconds=None if f is None else round(f, 4),
+            ratio=None if f is None else round(s / f, 1),
+        )
+        for w, s, f in rows
+    ]
 
 
 def bench_padding(n, max_length, batch_size, rounds):
@@ -50,13 +73,26 @@ def bench_padding(n, max_length, batch_size, rounds):
     data = load_tweets().sample(n, seed=0)
     lengths = [len(x) for x in tok(data.texts, truncation=True, max_length=max_length)["input_ids"]]
     order = sorted(range(n), key=lambda i: lengths[i])
-    fixed = [tok(data.texts[i:i + batch_size], truncation=True, max_length=max_length, padding="max_length", return_tensors="pt")
-             for i in range(0, n, batch_size)]
+    fixed = [
+        tok(
+            data.texts[i : i + batch_size],
+            truncation=True,
+            max_length=max_length,
+            padding="max_length",
+            return_tensors="pt",
+        )
+        for i in range(0, n, batch_size)
+    ]
     variants = {
         "fixed (max_length)": (fixed, padding_fraction(lengths, batch_size, max_length)),
-        "dynamic": (list(make_loader(data, tok, batch_size=batch_size, max_length=max_length)), padding_fraction(lengths, batch_size)),
-        "dynamic, sorted": (list(make_loader(data.subset(order), tok, batch_size=batch_size, max_length=max_length)),
-                            padding_fraction([lengths[i] for i in order], batch_size)),
+        "dynamic": (
+            list(make_loader(data, tok, batch_size=batch_size, max_length=max_length)),
+            padding_fraction(lengths, batch_size),
+        ),
+        "dynamic, sorted": (
+            list(make_loader(data.subset(order), tok, batch_size=batch_size, max_length=max_length)),
+            padding_fraction([lengths[i] for i in order], batch_size),
+        ),
     }
     def run(batches):
         with torch.inference_mode():
@@ -83,13 +119,30 @@ def main():
         ratio = "" if r["ratio"] is None else f"{r['ratio']}x"
         print(f"| {r['what']} | {r['seconds']:.3f} | {floor} | {ratio} |")
     padding = bench_padding(n, 128, 32, rounds)
-    print(f"\nMiniLM forward over {n} tweets, batch 32, max_length 128, {torch.get_num_threads()} thread(s), median of {rounds} rounds")
+    print(
+        f"\nMiniLM forward over {n} tweets, batch 32, max_length 128, {torch.get_num_threads()} thread(s), median of "
+        f"{rounds} rounds"
+    )
     print("| batching | padding | seconds | time / fixed |\n|---|---|---|---|")
-    for r in padding: print(f"| {r['variant']} | {r['pad_fraction']:.0%} | {r['seconds']:.2f} | {r['ratio_to_fixed']:.2f} |")
+    for r in padding:
+        print(f"| {r['variant']} | {r['pad_fraction']:.0%} | {r['seconds']:.2f} | {r['ratio_to_fixed']:.2f} |")
     out = Path(__file__).parent / "results" / "data_loading.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(dict(loading=loading, padding=padding, n=n, rounds=rounds, threads=torch.get_num_threads(),
-                                   torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version()), indent=1))
+    out.write_text(
+        json.dumps(
+            dict(
+                loading=loading,
+                padding=padding,
+                n=n,
+                rounds=rounds,
+                threads=torch.get_num_threads(),
+                torch=torch.__version__,
+                transformers=transformers.__version__,
+                python=platform.python_version(),
+            ),
+            indent=1,
+        )
+    )
     print(f"\nsaved {out}")
 
 

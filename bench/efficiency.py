@@ -51,15 +51,27 @@ def train_section(a, device):
         l32 = model(*batch)[1].item()
         with torch.autocast(device.type, dtype=torch.bfloat16): l16 = model(*batch)[1].item()
     est = memory_estimate(model, a.batch, a.block)
-    rows = {k: dict(step_s=times[k], time_vs_fp32=times[k] / times["fp32"], peak_bytes=mem[k], peak_vs_fp32=mem[k] / mem["fp32"])
-            for k in kinds}
-    print(f"\nTraining step: GPT {a.layers} x {a.dim}, {a.heads} heads, block {a.block}, batch {a.batch}, vocab {a.vocab}, "
-          f"{model.num_params():,} parameters; {a.repeats} interleaved rounds on {device}")
+    rows = {
+        k: dict(
+            step_s=times[k], time_vs_fp32=times[k] / times["fp32"], peak_bytes=mem[k], peak_vs_fp32=mem[k] / mem["fp32"]
+        )
+        for k in kinds
+    }
+    print(
+        f"\nTraining step: GPT {a.layers} x {a.dim}, {a.heads} heads, block {a.block}, batch {a.batch}, vocab "
+        f"{a.vocab}, "
+        f"{model.num_params():,} parameters; {a.repeats} interleaved rounds on {device}"
+    )
     print(f"{'variant':<16}{'ms/step':>9}{'time / fp32':>13}{'peak MiB':>10}{'peak / fp32':>13}")
     for k, r in rows.items():
-        print(f"{k:<16}{r['step_s'] * 1e3:>9.0f}{r['time_vs_fp32']:>12.2f}x{r['peak_bytes'] / 2**20:>10.1f}{r['peak_vs_fp32']:>12.2f}x")
-    print(f"loss fp32 {l32:.5f}, bf16 autocast {l16:.5f} (difference {abs(l16 - l32):.1e}); estimated activations "
-          f"{est['activations'] / 2**20:.1f} MiB (checkpointed: {memory_estimate(model, a.batch, a.block, checkpoint=True)['activations'] / 2**20:.1f} MiB)")
+        print(
+            f"{k:<16}{r['step_s'] * 1e3:>9.0f}{r['time_vs_fp32']:>12.2f}x{r['peak_bytes'] / 2**20:>10.1f}{r['peak_vs_fp32']:>12.2f}x"
+        )
+    print(
+        f"loss fp32 {l32:.5f}, bf16 autocast {l16:.5f} (difference {abs(l16 - l32):.1e}); estimated activations "
+        f"{est['activations'] / 2**20:.1f} MiB (checkpointed: "
+        f"{memory_estimate(model, a.batch, a.block, checkpoint=True)['activations'] / 2**20:.1f} MiB)"
+    )
     return dict(rows=rows, loss_fp32=l32, loss_bf16=l16, estimate=est, params=model.num_params())
 
 
@@ -72,16 +84,27 @@ def linear_section(a):
     for d_in, d_out in ((576, 1536), (1536, 576)):
         torch.manual_seed(0)
         lin = nn.Linear(d_in, d_out)
-        variants = {"fp32": lin, "int8 ours": QuantLinear.from_linear(lin, 8), "4-bit g32": QuantLinear.from_linear(lin, 4, 32),
-                    "int8 dynamic": quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8)}
+        variants = {
+            "fp32": lin,
+            "int8 ours": QuantLinear.from_linear(lin, 8),
+            "4-bit g32": QuantLinear.from_linear(lin, 4, 32),
+            "int8 dynamic": quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8),
+        }
         for tokens in (1, a.tokens):
             x = torch.randn(tokens, d_in)
             with torch.no_grad():
-                t = interleaved_times({k: (lambda m=m: m(x)) for k, m in variants.items()}, repeats=a.repeats * 5, warmup=3)
+                t = interleaved_times(
+                    {k: (lambda m=m: m(x)) for k, m in variants.items()}, repeats=a.repeats * 5, warmup=3
+                )
             key = f"{d_in}x{d_out} @ {tokens} tokens"
             out[key] = {k: dict(s=v, vs_fp32=v / t["fp32"]) for k, v in t.items()}
-            print(f"{d_in}->{d_out:<8}{tokens:>7}{t['fp32'] * 1e3:>9.3f}" + "".join(f"{t[k] / t['fp32']:>{w}.2f}x" for k, w in
-                  (("int8 ours", 10), ("4-bit g32", 10), ("int8 dynamic", 13))))
+            print(
+                f"{d_in}->{d_out:<8}{tokens:>7}{t['fp32'] * 1e3:>9.3f}"
+                + "".join(
+                    f"{t[k] / t['fp32']:>{w}.2f}x"
+                    for k, w in (("int8 ours", 10), ("4-bit g32", 10), ("int8 dynamic", 13))
+                )
+            )
     return out
 
 
@@ -101,12 +124,19 @@ def smollm2_section(a):
         for k, m in variants.items():
             res[k] = dict(bytes=state_bytes(m), ppl=perplexity(*lm_nll(m, [dict(input_ids=ids)])),
                           agree=(m(input_ids=ids).logits.argmax(-1) == ref).float().mean().item())
-        t = interleaved_times({k: (lambda m=m: m(input_ids=ids)) for k, m in variants.items()}, repeats=a.repeats, warmup=1)
-    print(f"\nSmolLM2-135M forward on {ids.shape[1]} held-out tokens, CPU (the tied lm_head stays fp32 in all; dynamic = int8 weights and activations)")
+        t = interleaved_times(
+            {k: (lambda m=m: m(input_ids=ids)) for k, m in variants.items()}, repeats=a.repeats, warmup=1
+        )
+    print(
+        f"\nSmolLM2-135M forward on {ids.shape[1]} held-out tokens, CPU (the tied lm_head stays fp32 in all; dynamic = "
+        "int8 weights and activations)"
+    )
     print(f"{'weights':<23}{'MB':>8}{'size/fp32':>11}{'perplexity':>12}{'top-1 agree':>13}{'time/fp32':>11}")
     for k, r in res.items():
         r.update(s=t[k], time_vs_fp32=t[k] / t["fp32"])
-        print(f"{k:<23}{r['bytes'] / 1e6:>8.1f}{r['bytes'] / res['fp32']['bytes']:>10.2f}x{r['ppl']:>12.3f}{r['agree']:>13.1%}{r['time_vs_fp32']:>10.2f}x")
+        print(
+            f"{k:<23}{r['bytes'] / 1e6:>8.1f}{r['bytes'] / res['fp32']['bytes']:>10.2f}x{r['ppl']:>12.3f}{r['agree']:>13.1%}{r['time_vs_fp32']:>10.2f}x"
+        )
     return res
 
 
@@ -127,8 +157,14 @@ def main(argv=None):
     out = dict(config=d | dict(threads=a.threads, quick=a.quick, device=str(device)), train=train_section(a, device),
                linear=linear_section(a))
     if not a.quick: out["smollm2"] = smollm2_section(a)
-    out["env"] = dict(torch=torch.__version__, python=platform.python_version(), cpus=os.cpu_count(), load_avg_start=load_start,
-                      load_avg_end=os.getloadavg()[0], when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    out["env"] = dict(
+        torch=torch.__version__,
+        python=platform.python_version(),
+        cpus=os.cpu_count(),
+        load_avg_start=load_start,
+        load_avg_end=os.getloadavg()[0],
+        when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    )
     print(f"\nload average (1 min) at start {load_start:.1f}, at end {os.getloadavg()[0]:.1f}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2, default=float))

@@ -28,8 +28,11 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     set_seed()
     tok = load_minilm_tokenizer()
-    train = split_data(load_tweets(), valid=0.1, test=0.1, seed=0).train.sample(2000)   # as lesson 06 at cpu
-    loaders = {"shuffled": make_loader(train, tok, batch_size=16, shuffle=True), "grouped": grouped_loader(train, tok, 16)}
+    train = split_data(load_tweets(), valid=0.1, test=0.1, seed=0).train.sample(2000)  # as lesson 06 at cpu
+    loaders = {
+        "shuffled": make_loader(train, tok, batch_size=16, shuffle=True),
+        "grouped": grouped_loader(train, tok, 16),
+    }
     batches = {k: itertools.chain.from_iterable(itertools.repeat(v, 3)) for k, v in loaders.items()}
     model = SequenceClassifier(load_minilm(), 3, pooling="mean").train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -52,8 +55,11 @@ def main(argv=None) -> int:
     print(f"| loader | CPU s / step | padded tokens / step | padding |\n|---|---:|---:|---:|")
     for k, v in rows.items():
         print(f"| {k} | {v['cpu_s_per_step']:.3f} | {v['padded_tokens_per_step']:.0f} | {v['padding']:.1%} |")
-    print(f"grouped / shuffled: CPU {res['grouped_over_shuffled_cpu']:.2f}x, padded tokens "
-          f"{res['grouped_over_shuffled_tokens']:.2f}x ({n} steps each, {res['threads']} thread(s), load {res['load_avg']})")
+    print(
+        f"grouped / shuffled: CPU {res['grouped_over_shuffled_cpu']:.2f}x, padded tokens "
+        f"{res['grouped_over_shuffled_tokens']:.2f}x ({n} steps each, {res['threads']} thread(s), load "
+        f"{res['load_avg']})"
+    )
     out = Path(__file__).parent / "results" / "length_grouped.json"
     out.parent.mkdir(exist_ok=True); out.write_text(json.dumps(res, indent=1) + "\n")
     return 0

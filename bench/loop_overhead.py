@@ -7,7 +7,8 @@ evaluation and checkpoints are off. The bare loop does forward, backward, clip, 
 nothing else (not even `loss.item()`). Rounds alternate bare/fit so that load from other processes hits both alike;
 time is the process's CPU time (one thread, so other processes on a shared machine disturb it far less than the
 wall clock), and the ratio reported is best-of-rounds fit tok/s / best-of-rounds bare tok/s (target >= 0.95 on the
-GPT-2 sizes), with the per-round ratios and the wall-clock ratios alongside to show the noise. A first row with a one-layer linear model (a step of about a
+GPT-2 sizes), with the per-round ratios and the wall-clock ratios alongside to show the noise. A first row with a
+one-layer linear model (a step of about a
 millisecond) shows the loop's fixed cost per step in microseconds.
 
     OMP_NUM_THREADS=1 python bench/loop_overhead.py            # ci and cpu profile sizes
@@ -52,7 +53,9 @@ class Linear(nn.Module):
 
 
 def bench_size(name, make_model, data, batch_size, tokens_per_step, steps, rounds, lr=1e-3):
-    cfg = TrainConfig(lr=lr, max_steps=steps, warmup_steps=steps // 10, batch_size=batch_size, progress=True, plot=False, seed=0)
+    cfg = TrainConfig(
+        lr=lr, max_steps=steps, warmup_steps=steps // 10, batch_size=batch_size, progress=True, plot=False, seed=0
+    )
     init = make_model().state_dict()
     def fresh():
         m = make_model(); m.load_state_dict(init); return m
@@ -69,13 +72,23 @@ def bench_size(name, make_model, data, batch_size, tokens_per_step, steps, round
     best = {k: min(v) for k, v in cpu.items()}                           # least disturbed run of each
     paired = [b / f for b, f in zip(cpu["bare"], cpu["fit"])]            # = fit tok/s / bare tok/s, per round
     tokens = steps * tokens_per_step
-    return dict(size=name, steps=steps, rounds=rounds, tokens_per_step=tokens_per_step,
-                bare_ms_per_step=1e3 * best["bare"] / steps, fit_ms_per_step=1e3 * best["fit"] / steps,
-                overhead_us_per_step=1e6 * (best["fit"] - best["bare"]) / steps,
-                bare_tok_s=tokens / best["bare"], fit_tok_s=tokens / best["fit"], ratio=best["bare"] / best["fit"],
-                ratio_paired_median=statistics.median(paired), ratio_paired_min=min(paired), ratio_paired_max=max(paired),
-                ratio_wall_best=min(wall["bare"]) / min(wall["fit"]), ratio_wall_paired_median=statistics.median(
-                    b / f for b, f in zip(wall["bare"], wall["fit"])))
+    return dict(
+        size=name,
+        steps=steps,
+        rounds=rounds,
+        tokens_per_step=tokens_per_step,
+        bare_ms_per_step=1e3 * best["bare"] / steps,
+        fit_ms_per_step=1e3 * best["fit"] / steps,
+        overhead_us_per_step=1e6 * (best["fit"] - best["bare"]) / steps,
+        bare_tok_s=tokens / best["bare"],
+        fit_tok_s=tokens / best["fit"],
+        ratio=best["bare"] / best["fit"],
+        ratio_paired_median=statistics.median(paired),
+        ratio_paired_min=min(paired),
+        ratio_paired_max=max(paired),
+        ratio_wall_best=min(wall["bare"]) / min(wall["fit"]),
+        ratio_wall_paired_median=statistics.median(b / f for b, f in zip(wall["bare"], wall["fit"])),
+    )
 
 
 def main():
@@ -95,21 +108,44 @@ def main():
                                p.batch_size, p.batch_size * p.block_size, steps, rounds, lr=p.lr))
         rows[-1]["batch"] = f"{p.batch_size} x {p.block_size}"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores, load average {load}")
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores, load average {load}"
+    )
     print("CPU time of this process (1 thread), best of the rounds; wall-clock ratios in the last column")
-    print(f"{'model':<24} {'bare ms/step':>13} {'fit ms/step':>12} {'fit - bare':>11} {'bare tok/s':>11} {'fit tok/s':>10} "
-          f"{'fit / bare':>10} {'per round: median (min-max)':>29} {'wall: best, median':>19}")
+    print(
+        f"{'model':<24} {'bare ms/step':>13} {'fit ms/step':>12} {'fit - bare':>11} {'bare tok/s':>11} "
+        f"{'fit tok/s':>10} "
+        f"{'fit / bare':>10} {'per round: median (min-max)':>29} {'wall: best, median':>19}"
+    )
     for r in rows:
-        print(f"{r['size']:<24} {r['bare_ms_per_step']:>13.2f} {r['fit_ms_per_step']:>12.2f} {r['overhead_us_per_step']:>8.0f} us "
-              f"{r['bare_tok_s']:>11,.0f} {r['fit_tok_s']:>10,.0f} {r['ratio']:>9.3f}x "
-              f"{r['ratio_paired_median']:>13.3f} ({r['ratio_paired_min']:.3f}-{r['ratio_paired_max']:.3f}) "
-              f"{r['ratio_wall_best']:>10.3f}, {r['ratio_wall_paired_median']:.3f}")
+        print(
+            f"{r['size']:<24} {r['bare_ms_per_step']:>13.2f} {r['fit_ms_per_step']:>12.2f} "
+            f"{r['overhead_us_per_step']:>8.0f} us "
+            f"{r['bare_tok_s']:>11,.0f} {r['fit_tok_s']:>10,.0f} {r['ratio']:>9.3f}x "
+            f"{r['ratio_paired_median']:>13.3f} ({r['ratio_paired_min']:.3f}-{r['ratio_paired_max']:.3f}) "
+            f"{r['ratio_wall_best']:>10.3f}, {r['ratio_wall_paired_median']:.3f}"
+        )
     ok = all(r["ratio"] >= 0.95 for r in rows[1:])
     print("target fit >= 0.95x bare on the GPT-2 sizes (best-of-rounds ratio):", "met" if ok else "NOT met")
     out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(bench="loop_overhead", torch=torch.__version__, transformers=transformers.__version__,
-                                   threads=torch.get_num_threads(), cores=os.cpu_count(), load_average=load,
-                                   python=platform.python_version(), quick=q, target=0.95, met=ok, rows=rows), indent=1))
+    out.write_text(
+        json.dumps(
+            dict(
+                bench="loop_overhead",
+                torch=torch.__version__,
+                transformers=transformers.__version__,
+                threads=torch.get_num_threads(),
+                cores=os.cpu_count(),
+                load_average=load,
+                python=platform.python_version(),
+                quick=q,
+                target=0.95,
+                met=ok,
+                rows=rows,
+            ),
+            indent=1,
+        )
+    )
     print(f"saved {out}")
 
 

@@ -28,14 +28,19 @@ def worker(config: str, batch_size: int, max_length: int, warmup: int, steps: in
     set_seed(0)
     model = load_minilm_classifier(len(BBC_LABELS), BBC_LABELS)
     data = load_bbc().sample(batch_size, seed=0)
-    enc = load_minilm_tokenizer()(data.texts, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt")
+    enc = load_minilm_tokenizer()(
+        data.texts, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt"
+    )
     batch = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=torch.tensor(data.labels))
     if config == "ours":
         from llm_course.lora import add_lora
         add_lora(model, ["query", "value"], r=8, lora_alpha=16, modules_to_save=["classifier"])
     elif config == "peft":
         from peft import LoraConfig, get_peft_model
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"]))
+
+        model = get_peft_model(
+            model, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"])
+        )
     elif config != "full": raise ValueError(config)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -49,9 +54,16 @@ def worker(config: str, batch_size: int, max_length: int, warmup: int, steps: in
         opt.step(); opt.zero_grad(set_to_none=True)
         if i >= warmup: wall.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return dict(config=config, trainable=sum(p.numel() for p in params), loss=loss.item(),
-                wall_s=statistics.median(wall), cpu_s=statistics.median(cpu),
-                rss_before_mb=rss_before / 1024, rss_peak_mb=rss_peak / 1024, train_delta_mb=(rss_peak - rss_before) / 1024)
+    return dict(
+        config=config,
+        trainable=sum(p.numel() for p in params),
+        loss=loss.item(),
+        wall_s=statistics.median(wall),
+        cpu_s=statistics.median(cpu),
+        rss_before_mb=rss_before / 1024,
+        rss_peak_mb=rss_peak / 1024,
+        train_delta_mb=(rss_peak - rss_before) / 1024,
+    )
 
 
 def main():
@@ -71,20 +83,41 @@ def main():
 
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    args = ["--batch-size", str(a.batch_size), "--max-length", str(a.max_length), "--warmup", str(a.warmup), "--steps", str(a.steps)]
+    args = [
+        "--batch-size",
+        str(a.batch_size),
+        "--max-length",
+        str(a.max_length),
+        "--warmup",
+        str(a.warmup),
+        "--steps",
+        str(a.steps),
+    ]
     runs = {c: [] for c in CONFIGS}
     load0 = os.getloadavg()[0]
     for r in range(a.rounds):
-        order = CONFIGS[r % len(CONFIGS):] + CONFIGS[:r % len(CONFIGS)]         # rotate: no configuration always goes first
+        order = CONFIGS[r % len(CONFIGS) :] + CONFIGS[: r % len(CONFIGS)]  # rotate: no configuration always goes first
         for c in order:
-            out = subprocess.run([sys.executable, __file__, "--worker", c, *args], env=env, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", c, *args], env=env, capture_output=True, text=True
+            )
             line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
             if out.returncode or line is None: sys.exit(f"worker {c} failed:\n{out.stderr[-3000:]}")
             runs[c].append(json.loads(line[7:]))
-            print(f"round {r + 1}/{a.rounds} {c:5s} wall {runs[c][-1]['wall_s']:.3f} s/step, cpu {runs[c][-1]['cpu_s']:.3f} s/step, "
-                  f"peak RSS {runs[c][-1]['rss_peak_mb']:.0f} MB", flush=True)
-    med = {c: {k: statistics.median(x[k] for x in runs[c]) for k in ("wall_s", "cpu_s", "rss_before_mb", "rss_peak_mb", "train_delta_mb")}
-           | {"trainable": runs[c][0]["trainable"]} for c in CONFIGS}
+            print(
+                f"round {r + 1}/{a.rounds} {c:5s} wall {runs[c][-1]['wall_s']:.3f} s/step, cpu "
+                f"{runs[c][-1]['cpu_s']:.3f} s/step, "
+                f"peak RSS {runs[c][-1]['rss_peak_mb']:.0f} MB",
+                flush=True,
+            )
+    med = {
+        c: {
+            k: statistics.median(x[k] for x in runs[c])
+            for k in ("wall_s", "cpu_s", "rss_before_mb", "rss_peak_mb", "train_delta_mb")
+        }
+        | {"trainable": runs[c][0]["trainable"]}
+        for c in CONFIGS
+    }
     ratios = {
         "ours/peft step wall": med["ours"]["wall_s"] / med["peft"]["wall_s"],
         "ours/peft step cpu": med["ours"]["cpu_s"] / med["peft"]["cpu_s"],
@@ -95,21 +128,51 @@ def main():
         "full/ours peak RSS": med["full"]["rss_peak_mb"] / med["ours"]["rss_peak_mb"],
         "full/ours training RSS delta": med["full"]["train_delta_mb"] / med["ours"]["train_delta_mb"],
     }
-    print(f"\nMiniLM + 5-class head, batch {a.batch_size} x {a.max_length} tokens, {a.steps} timed steps after {a.warmup}, "
-          f"median of {a.rounds} rounds, {env['OMP_NUM_THREADS']} thread(s), load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
-    print(f"{'config':6s} {'trainable':>11s} {'wall s/step':>12s} {'cpu s/step':>11s} {'RSS before MB':>14s} {'peak RSS MB':>12s} {'train delta MB':>15s}")
+    print(
+        f"\nMiniLM + 5-class head, batch {a.batch_size} x {a.max_length} tokens, {a.steps} timed steps after "
+        f"{a.warmup}, "
+        f"median of {a.rounds} rounds, {env['OMP_NUM_THREADS']} thread(s), load average {load0:.1f} -> "
+        f"{os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'config':6s} {'trainable':>11s} {'wall s/step':>12s} {'cpu s/step':>11s} {'RSS before MB':>14s} "
+        f"{'peak RSS MB':>12s} {'train delta MB':>15s}"
+    )
     for c in CONFIGS:
         m = med[c]
-        print(f"{c:6s} {m['trainable']:>11,} {m['wall_s']:>12.3f} {m['cpu_s']:>11.3f} {m['rss_before_mb']:>14.0f} {m['rss_peak_mb']:>12.0f} {m['train_delta_mb']:>15.0f}")
+        print(
+            f"{c:6s} {m['trainable']:>11,} {m['wall_s']:>12.3f} {m['cpu_s']:>11.3f} {m['rss_before_mb']:>14.0f} {m['rss_peak_mb']:>12.0f} {m['train_delta_mb']:>15.0f}"
+        )
     print()
     for k, v in ratios.items(): print(f"{k:30s} {v:.3f}x")
     ok_time, ok_mem = ratios["ours/peft step cpu"] <= 1.05, abs(ratios["ours/peft peak RSS"] - 1) <= 0.05
-    print(f"\ntargets: step time <= 1.05x peft: {'met' if ok_time else 'MISSED'}; peak memory within 5%: {'met' if ok_mem else 'MISSED'}")
-    res = dict(settings=dict(batch_size=a.batch_size, max_length=a.max_length, warmup=a.warmup, steps=a.steps, rounds=a.rounds,
-                             threads=env["OMP_NUM_THREADS"], r=8, lora_alpha=16, target_modules=["query", "value"]),
-               machine=dict(platform=platform.platform(), cpus=os.cpu_count(), loadavg_start=load0, loadavg_end=os.getloadavg()[0],
-                            when=time.strftime("%Y-%m-%d %H:%M:%S")),
-               median=med, ratios=ratios, targets=dict(step_time=ok_time, peak_memory=ok_mem), runs=runs)
+    print(
+        f"\ntargets: step time <= 1.05x peft: {'met' if ok_time else 'MISSED'}; peak memory within 5%: {'met' if ok_mem else 'MISSED'}"
+    )
+    res = dict(
+        settings=dict(
+            batch_size=a.batch_size,
+            max_length=a.max_length,
+            warmup=a.warmup,
+            steps=a.steps,
+            rounds=a.rounds,
+            threads=env["OMP_NUM_THREADS"],
+            r=8,
+            lora_alpha=16,
+            target_modules=["query", "value"],
+        ),
+        machine=dict(
+            platform=platform.platform(),
+            cpus=os.cpu_count(),
+            loadavg_start=load0,
+            loadavg_end=os.getloadavg()[0],
+            when=time.strftime("%Y-%m-%d %H:%M:%S"),
+        ),
+        median=med,
+        ratios=ratios,
+        targets=dict(step_time=ok_time, peak_memory=ok_mem),
+        runs=runs,
+    )
     out = Path(__file__).parent / "results" / "lora_vs_peft.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=1))

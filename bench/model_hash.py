@@ -4,7 +4,8 @@ Saves a classifier on all-MiniLM-L6-v2 (about 90 MB of safetensors plus the head
 `save_classifier`, which writes `manifest.json` (size and SHA-256 of every file), then alternates two kinds of load
 in this process: `load_classifier` as shipped (it calls `verify_model_files` first) and the same load with the check
 replaced by a no-op (the reference, 1.00x), each alone and followed by a prediction of 8 texts (transformers maps the
-safetensors lazily, so a bare load reads few of the weights; the first prediction reads them all). It also times `verify_model_files` alone and `check_model_dir` (what
+safetensors lazily, so a bare load reads few of the weights; the first prediction reads them all). It also times
+`verify_model_files` alone and `check_model_dir` (what
 `llm-course predict` and `serve` run before loading: header checks plus the same hashes). The files are in the page
 cache after the first round, as they are for a model loaded twice; a model read from a cold disk pays the read once
 either way. Process CPU seconds are reported next to wall seconds: on a shared machine compare CPU, and the ratios
@@ -43,21 +44,43 @@ def main(argv=None) -> int:
             heads.verify_model_files = lambda p: True
             try:
                 times["load, no check"].append(timed(lambda: heads.load_classifier(path)))
-                times["load + predict 8 texts, no check"].append(timed(lambda: heads.load_classifier(path).predict(texts)))
+                times["load + predict 8 texts, no check"].append(
+                    timed(lambda: heads.load_classifier(path).predict(texts))
+                )
             finally: heads.verify_model_files = real
             times["load with the check"].append(timed(lambda: heads.load_classifier(path)))
-            times["load + predict 8 texts, with the check"].append(timed(lambda: heads.load_classifier(path).predict(texts)))
+            times["load + predict 8 texts, with the check"].append(
+                timed(lambda: heads.load_classifier(path).predict(texts))
+            )
             times["verify_model_files alone"].append(timed(lambda: real(path)))
             times["check_model_dir"].append(timed(lambda: check_model_dir(path)))
     ref = statistics.median(c for _, c in times["load, no check"])
-    rows = {k: dict(wall_s=round(statistics.median(w for w, _ in v), 3), cpu_s=round(statistics.median(c for _, c in v), 3),
-                    vs_load_cpu=round(statistics.median(c for _, c in v) / ref, 2)) for k, v in times.items()}
+    rows = {
+        k: dict(
+            wall_s=round(statistics.median(w for w, _ in v), 3),
+            cpu_s=round(statistics.median(c for _, c in v), 3),
+            vs_load_cpu=round(statistics.median(c for _, c in v) / ref, 2),
+        )
+        for k, v in times.items()
+    }
     cpu = {k: r["cpu_s"] for k, r in rows.items()}
-    added = dict(load=round(cpu["load with the check"] / cpu["load, no check"], 2),
-                 load_and_predict=round(cpu["load + predict 8 texts, with the check"] / cpu["load + predict 8 texts, no check"], 2))
-    res = dict(rows=rows, with_over_without_cpu=added, folder_mb=round(size_mb, 1), rounds=a.rounds, threads=os.environ.get("OMP_NUM_THREADS", "default"),
-               load_avg=round(os.getloadavg()[0], 1), cores=os.cpu_count(), machine=platform.processor() or platform.machine(),
-               date=datetime.date.today().isoformat())
+    added = dict(
+        load=round(cpu["load with the check"] / cpu["load, no check"], 2),
+        load_and_predict=round(
+            cpu["load + predict 8 texts, with the check"] / cpu["load + predict 8 texts, no check"], 2
+        ),
+    )
+    res = dict(
+        rows=rows,
+        with_over_without_cpu=added,
+        folder_mb=round(size_mb, 1),
+        rounds=a.rounds,
+        threads=os.environ.get("OMP_NUM_THREADS", "default"),
+        load_avg=round(os.getloadavg()[0], 1),
+        cores=os.cpu_count(),
+        machine=platform.processor() or platform.machine(),
+        date=datetime.date.today().isoformat(),
+    )
     print(f"saved classifier on MiniLM: {size_mb:.1f} MB; medians of {a.rounds} rounds; load average {res['load_avg']}")
     print("| step | wall s | CPU s | CPU / load without the check |\n|---|---:|---:|---:|")
     for k, r in rows.items(): print(f"| {k} | {r['wall_s']:.3f} | {r['cpu_s']:.3f} | {r['vs_load_cpu']:.2f}x |")

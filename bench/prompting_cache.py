@@ -1,5 +1,7 @@
-"""Label scoring with SmolLM2-135M-Instruct: the naive scorer (one forward of prompt + word per label) against the KV-cache
-scorer (`llm_course.prompting.label_logprobs`: the prompt once, multi-token words in one batch), and few-shot scoring with
+"""Label scoring with SmolLM2-135M-Instruct: the naive scorer (one forward of prompt + word per label) against the
+KV-cache
+scorer (`llm_course.prompting.label_logprobs`: the prompt once, multi-token words in one batch), and few-shot scoring
+with
 the demonstrations' cache computed once (`encode_prefix`) against re-reading them for every query.
 
 Ten customer-service intents (words of 1-2 tokens) and the three tweet sentiments (1 token each). The modes are timed
@@ -20,11 +22,31 @@ import torch
 
 from llm_course.assets import load_smollm2, load_smollm2_tokenizer
 from llm_course.data import load_intents, load_tweets, split_data
-from llm_course.prompting import Template, Verbalizer, build_prompt, encode_prefix, label_logprobs, naive_label_logprobs, pick_demos, token_ids
+from llm_course.prompting import (
+    Template,
+    Verbalizer,
+    build_prompt,
+    encode_prefix,
+    label_logprobs,
+    naive_label_logprobs,
+    pick_demos,
+    token_ids,
+)
 
-INTENTS = Verbalizer({"check_balance": " balance", "card_lost": " lost card", "transfer_money": " transfer", "refund_request": " refund",
-                      "change_address": " address change", "open_account": " open account", "close_account": " close account",
-                      "password_reset": " password", "delivery_status": " delivery", "contact_human": " human agent"})
+INTENTS = Verbalizer(
+    {
+        "check_balance": " balance",
+        "card_lost": " lost card",
+        "transfer_money": " transfer",
+        "refund_request": " refund",
+        "change_address": " address change",
+        "open_account": " open account",
+        "close_account": " close account",
+        "password_reset": " password",
+        "delivery_status": " delivery",
+        "contact_human": " human agent",
+    }
+)
 SENTIMENT = Verbalizer({"negative": " negative", "neutral": " neutral", "positive": " positive"})
 TARGET = 1.5   # all labels in one pass vs one forward per label, 10 intents
 
@@ -41,7 +63,9 @@ def compare(name, slow, fast, rounds):
     gap = max((x - y).abs().max().item() for x, y in zip(out_s, out_f))
     assert gap < 1e-3, f"{name}: the two ways disagree by {gap}"
     ms, mf = statistics.median(ts), statistics.median(tf)
-    print(f"{name:58s} naive {ms:7.3f} s  cached {mf:7.3f} s  ratio {ms / mf:5.2f}x  (max |diff| {gap:.1e})", flush=True)
+    print(
+        f"{name:58s} naive {ms:7.3f} s  cached {mf:7.3f} s  ratio {ms / mf:5.2f}x  (max |diff| {gap:.1e})", flush=True
+    )
     return ms / mf
 
 
@@ -60,21 +84,34 @@ def main(argv=None):
     tmpl = Template("Message: {text}\nIntent:", instruction="Classify each customer message.")
     ids = INTENTS.token_ids(tok)
     prompts = [token_ids(tok, "".join(build_prompt(tmpl, INTENTS, t))) for t in it.test.texts[:n]]
-    r1 = compare(f"all labels, zero-shot: {len(ids)} intents", lambda: [naive_label_logprobs(model, p, ids) for p in prompts],
-                 lambda: [label_logprobs(model, p, ids) for p in prompts], rounds)
+    r1 = compare(
+        f"all labels, zero-shot: {len(ids)} intents",
+        lambda: [naive_label_logprobs(model, p, ids) for p in prompts],
+        lambda: [label_logprobs(model, p, ids) for p in prompts],
+        rounds,
+    )
 
     tw = split_data(load_tweets(), seed=0)
     demos = pick_demos(tw.train, args.k, seed=0)
-    tmpl = Template("Tweet: {text}\nSentiment:", instruction="Classify the sentiment of each tweet as negative, neutral or positive.")
+    tmpl = Template(
+        "Tweet: {text}\nSentiment:",
+        instruction="Classify the sentiment of each tweet as negative, neutral or positive.",
+    )
     prefix = token_ids(tok, build_prompt(tmpl, SENTIMENT, "", demos)[0])
     queries = [token_ids(tok, build_prompt(tmpl, SENTIMENT, t, demos)[1]) for t in tw.test.texts[:n]]
     ids = SENTIMENT.token_ids(tok)
-    r2 = compare(f"demonstrations once: k={args.k} ({len(prefix)} prefix tokens), 3 labels",
-                 lambda: [label_logprobs(model, prefix + q, ids) for q in queries],
-                 lambda: (lambda past: [label_logprobs(model, q, ids, past) for q in queries])(encode_prefix(model, prefix)), rounds)
-    r3 = compare("both: naive scorer vs prefix cache + one pass for all labels",
-                 lambda: [naive_label_logprobs(model, prefix + q, ids) for q in queries],
-                 lambda: (lambda past: [label_logprobs(model, q, ids, past) for q in queries])(encode_prefix(model, prefix)), rounds)
+    r2 = compare(
+        f"demonstrations once: k={args.k} ({len(prefix)} prefix tokens), 3 labels",
+        lambda: [label_logprobs(model, prefix + q, ids) for q in queries],
+        lambda: (lambda past: [label_logprobs(model, q, ids, past) for q in queries])(encode_prefix(model, prefix)),
+        rounds,
+    )
+    r3 = compare(
+        "both: naive scorer vs prefix cache + one pass for all labels",
+        lambda: [naive_label_logprobs(model, prefix + q, ids) for q in queries],
+        lambda: (lambda past: [label_logprobs(model, q, ids, past) for q in queries])(encode_prefix(model, prefix)),
+        rounds,
+    )
     print(f"summary: all labels in one pass {r1:.2f}x, prefix cache {r2:.2f}x, both {r3:.2f}x")
     met = r1 >= TARGET
     print(f"target: all labels in one pass >= {TARGET}x: {'met' if met else 'NOT met'} ({r1:.2f}x)")

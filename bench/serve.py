@@ -1,4 +1,5 @@
-"""`llm-course serve`'s stack under load: FastAPI + uvicorn on 127.0.0.1, with micro-batching on and off, against calling
+"""`llm-course serve`'s stack under load: FastAPI + uvicorn on 127.0.0.1, with micro-batching on and off, against
+calling
 the model directly in the same process.
 
 The model is lesson 11's intent router (MiniLM sentence vectors + nearest centroid). Every request carries one customer
@@ -37,7 +38,9 @@ def main():
     intents = load_intents()
     train, _, test = split_data(intents, valid=0.2, test=0.2, seed=0)
     embed = Embedder(max_length=64)
-    router = IntentRouter(embed, NearestCentroid().fit(embed(train.texts), np.array(train.labels)), intents.label_names, 0.5)
+    router = IntentRouter(
+        embed, NearestCentroid().fit(embed(train.texts), np.array(train.labels)), intents.label_names, 0.5
+    )
     texts = test.texts * 10
     router.predict(texts[:32])   # warm-up
     n_direct = 64 if args.quick else 256
@@ -47,20 +50,28 @@ def main():
         n = max(64 if not args.quick else 32, (2 if args.quick else 4) * clients)
         payloads = [{"text": t} for t in (texts * (n // len(texts) + 1))[:n]]
         for batching in (False, True):
-            app = create_app(router.predict, name="intents", limits=Limits(max_batch=32, max_wait_ms=5), batching=batching)
+            app = create_app(
+                router.predict, name="intents", limits=Limits(max_batch=32, max_wait_ms=5), batching=batching
+            )
             with run_in_thread(app) as url:
                 load_test(url + "/predict", payloads[:8], clients=min(clients, 8))   # warm-up
                 app.state.batcher.calls = 0
                 r = load_test(url + "/predict", payloads, clients=clients)
-            r.update(mode=f"HTTP, {'micro-batching' if batching else 'one call per request'}", model_calls=app.state.batcher.calls)
+            r.update(
+                mode=f"HTTP, {'micro-batching' if batching else 'one call per request'}",
+                model_calls=app.state.batcher.calls,
+            )
             rows.append(r)
             print(f"{r['mode']:38} clients {clients:4d}: {r['requests_per_s']:7.1f} req/s, p50 {r['p50_ms']:7.1f} ms, "
                   f"p99 {r['p99_ms']:8.1f} ms, failed {r['failed']}, model calls {r['model_calls']}", flush=True)
     print()
     print(f"{'mode':38} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6} {'calls':>6}")
     for r in rows:
-        print(f"{r['mode']:38} {r.get('clients', '-'):>7} {r['requests_per_s']:8.1f} {r.get('p50_ms', float('nan')):8.1f} "
-              f"{r.get('p99_ms', float('nan')):8.1f} {r.get('failed', '-'):>6} {r.get('model_calls', '-'):>6}")
+        print(
+            f"{r['mode']:38} {r.get('clients', '-'):>7} {r['requests_per_s']:8.1f} "
+            f"{r.get('p50_ms', float('nan')):8.1f} "
+            f"{r.get('p99_ms', float('nan')):8.1f} {r.get('failed', '-'):>6} {r.get('model_calls', '-'):>6}"
+        )
     failed = sum(r.get("failed", 0) for r in rows)
     gains = {r1["clients"]: r2["requests_per_s"] / r1["requests_per_s"]
              for r1, r2 in zip(rows[2::2], rows[3::2]) if r1["clients"] >= 16}

@@ -89,17 +89,25 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (seconds)")
     ap.add_argument("--layers", type=int); ap.add_argument("--dim", type=int); ap.add_argument("--heads", type=int)
-    ap.add_argument("--block", type=int); ap.add_argument("--batch", type=int); ap.add_argument("--vocab", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2); ap.add_argument("--repeats", type=int); ap.add_argument("--steps", type=int)
+    ap.add_argument("--block", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--vocab", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int)
+    ap.add_argument("--steps", type=int)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the gpu-check uses cuda)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast; the peak is then a bf16 matmul")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
     a = ap.parse_args(argv)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda: torch.cuda.is_available() is False (install the CUDA build of torch)")
-    d = dict(layers=2, dim=64, heads=2, block=64, batch=8, repeats=8, steps=2) if a.quick else \
-        dict(layers=12, dim=768, heads=12, block=1024, batch=16, repeats=12, steps=2) if a.device.startswith("cuda") else \
-        dict(layers=4, dim=128, heads=4, block=256, batch=32, repeats=12, steps=2)
+    d = (
+        dict(layers=2, dim=64, heads=2, block=64, batch=8, repeats=8, steps=2)
+        if a.quick
+        else dict(layers=12, dim=768, heads=12, block=1024, batch=16, repeats=12, steps=2)
+        if a.device.startswith("cuda")
+        else dict(layers=4, dim=128, heads=4, block=256, batch=32, repeats=12, steps=2)
+    )
     for k, v in d.items():
         if getattr(a, k) is None: setattr(a, k, v)
     torch.set_num_threads(a.threads)
@@ -111,8 +119,20 @@ def main(argv=None):
     V, T, L, H, C, B = a.vocab, a.block, a.layers, a.heads, a.dim, a.batch
     ours = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=C))
     bare = BareGPT(V, T, L, H, C)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=T, n_layer=L, n_head=H, n_embd=C, resid_pdrop=0.0, embd_pdrop=0.0,
-                                    attn_pdrop=0.0, bos_token_id=None, eos_token_id=None))   # activation_function: gelu_new (default)
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=V,
+            n_positions=T,
+            n_layer=L,
+            n_head=H,
+            n_embd=C,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=None,
+            eos_token_id=None,
+        )
+    )  # activation_function: gelu_new (default)
     hf.loss_type = "ForCausalLM"
     for m in (ours, bare, hf): m.to(a.device)
     steps = {
@@ -123,7 +143,9 @@ def main(argv=None):
     n_params = ours.num_params(non_embedding=True)   # includes the tied head's matmul, excludes the position lookup
     assert n_params == sum(p.numel() for p in bare.parameters()) - bare.wpe.weight.numel()
     tokens = B * T
-    flops_per_step = 6 * n_params * tokens + 12 * L * C * T * tokens   # weights (fwd + bwd) + attention scores and mixing
+    flops_per_step = (
+        6 * n_params * tokens + 12 * L * C * T * tokens
+    )  # weights (fwd + bwd) + attention scores and mixing
 
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, V, (B, T + 1), generator=g) for _ in range(4)]
@@ -152,20 +174,38 @@ def main(argv=None):
         s, best = statistics.median(times[name]), min(times[name])
         r_bare = [tb / tn for tb, tn in zip(times[ref], times[name])]   # per round: both measured seconds apart
         r_hf = [th / tn for th, tn in zip(times[hfn], times[name])]
-        res[name] = dict(step_s=s, best_step_s=best, tokens_per_s=tokens / s, best_tokens_per_s=tokens / best,
-                         mfu=flops_per_step / s / (peak * 1e9), best_mfu=flops_per_step / best / (peak * 1e9),
-                         vs_bare=statistics.median(r_bare), vs_bare_iqr=[q(r_bare, .25), q(r_bare, .75)],
-                         vs_hf=statistics.median(r_hf), vs_hf_iqr=[q(r_hf, .25), q(r_hf, .75)], round_step_s=times[name])
-    print(f"\nTrain step, {L} layers x {C} dims, {H} heads, block {T}, batch {B}, vocab {V}, AdamW, {a.threads} threads; "
-          f"{a.repeats} interleaved rounds x {a.steps} steps; {n_params:,} parameters (non-embedding)")
-    print(f"{a.device} {'bf16' if a.bf16 else 'fp32'} matmul peak measured in this run: {peak:.0f} GFLOP/s; model FLOPs per step: {flops_per_step / 1e9:.1f} GFLOP; "
-          f"load average (1 min) at start {load_start:.1f}, at end {os.getloadavg()[0]:.1f}\n")
-    print(f"{'model':<20}{'ms/step':>9}{'best':>7}{'tokens/s':>10}{'best':>8}{'MFU':>6}{'best':>6}{'vs bare (IQR)':>20}{'vs HF (IQR)':>20}")
+        res[name] = dict(
+            step_s=s,
+            best_step_s=best,
+            tokens_per_s=tokens / s,
+            best_tokens_per_s=tokens / best,
+            mfu=flops_per_step / s / (peak * 1e9),
+            best_mfu=flops_per_step / best / (peak * 1e9),
+            vs_bare=statistics.median(r_bare),
+            vs_bare_iqr=[q(r_bare, 0.25), q(r_bare, 0.75)],
+            vs_hf=statistics.median(r_hf),
+            vs_hf_iqr=[q(r_hf, 0.25), q(r_hf, 0.75)],
+            round_step_s=times[name],
+        )
+    print(
+        f"\nTrain step, {L} layers x {C} dims, {H} heads, block {T}, batch {B}, vocab {V}, AdamW, {a.threads} threads; "
+        f"{a.repeats} interleaved rounds x {a.steps} steps; {n_params:,} parameters (non-embedding)"
+    )
+    print(
+        f"{a.device} {'bf16' if a.bf16 else 'fp32'} matmul peak measured in this run: {peak:.0f} GFLOP/s; model FLOPs "
+        f"per step: {flops_per_step / 1e9:.1f} GFLOP; "
+        f"load average (1 min) at start {load_start:.1f}, at end {os.getloadavg()[0]:.1f}\n"
+    )
+    print(
+        f"{'model':<20}{'ms/step':>9}{'best':>7}{'tokens/s':>10}{'best':>8}{'MFU':>6}{'best':>6}{'vs bare (IQR)':>20}{'vs HF (IQR)':>20}"
+    )
     for name, r in res.items():
-        print(f"{name:<20}{r['step_s'] * 1e3:>9.0f}{r['best_step_s'] * 1e3:>7.0f}{r['tokens_per_s']:>10,.0f}{r['best_tokens_per_s']:>8,.0f}"
-              f"{r['mfu']:>6.0%}{r['best_mfu']:>6.0%}"
-              f"{r['vs_bare']:>8.2f}x ({r['vs_bare_iqr'][0]:.2f}-{r['vs_bare_iqr'][1]:.2f})"
-              f"{r['vs_hf']:>8.2f}x ({r['vs_hf_iqr'][0]:.2f}-{r['vs_hf_iqr'][1]:.2f})")
+        print(
+            f"{name:<20}{r['step_s'] * 1e3:>9.0f}{r['best_step_s'] * 1e3:>7.0f}{r['tokens_per_s']:>10,.0f}{r['best_tokens_per_s']:>8,.0f}"
+            f"{r['mfu']:>6.0%}{r['best_mfu']:>6.0%}"
+            f"{r['vs_bare']:>8.2f}x ({r['vs_bare_iqr'][0]:.2f}-{r['vs_bare_iqr'][1]:.2f})"
+            f"{r['vs_hf']:>8.2f}x ({r['vs_hf_iqr'][0]:.2f}-{r['vs_hf_iqr'][1]:.2f})"
+        )
     print("ratios: median over rounds of (other's step time / this step time); IQR: their middle half")
     ok_bare, ok_hf = res[me]["vs_bare"] >= 0.95, res[me]["vs_hf"] >= 1.2
     print(f"\ntargets: ours >= 0.95x bare: {'met' if ok_bare else 'MISSED'} ({res[me]['vs_bare']:.2f}x); "

@@ -1,4 +1,5 @@
-"""Helpers shared by the exercise-set tests: run an answer, assert a usual mistake is named, assert doing nothing is 0."""
+"""Helpers shared by the exercise-set tests: run an answer, assert a usual mistake is named, assert doing nothing is
+0."""
 from llm_course.exercises import get_exercise
 
 

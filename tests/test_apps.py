@@ -1,5 +1,6 @@
 """Lesson 11 (llm_course.apps): ranking metrics and AUROC against scikit-learn, nearest centroid against scikit-learn,
-out-of-scope thresholds, the intent router, the JSON service contract (bad input, batching), served end to end by lesson 11a's app."""
+out-of-scope thresholds, the intent router, the JSON service contract (bad input, batching), served end to end by lesson
+11a's app."""
 import json
 
 import httpx
@@ -12,10 +13,30 @@ from sklearn.metrics import dcg_score, ndcg_score, roc_auc_score
 from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.neighbors import NearestCentroid as SkNearestCentroid
 
-from llm_course.apps import (CANNED_REPLIES, OUT_OF_SCOPE_INTENT, Embedder, IntentRouter, NearestCentroid, Service, ServiceError,
-                             auroc, choose_threshold, confidence, dcg_at_k, drop_texts, evaluate_ranking, ndcg_at_k, neighbours,
-                             precision_at_k, profile_scores, recall_at_k, router_widget, scope_report,
-                             simulate_users, train_probe)
+from llm_course.apps import (
+    CANNED_REPLIES,
+    OUT_OF_SCOPE_INTENT,
+    Embedder,
+    IntentRouter,
+    NearestCentroid,
+    Service,
+    ServiceError,
+    auroc,
+    choose_threshold,
+    confidence,
+    dcg_at_k,
+    drop_texts,
+    evaluate_ranking,
+    ndcg_at_k,
+    neighbours,
+    precision_at_k,
+    profile_scores,
+    recall_at_k,
+    router_widget,
+    scope_report,
+    simulate_users,
+    train_probe,
+)
 from llm_course.data import TextData, load_intents, split_data
 
 
@@ -42,14 +63,19 @@ def test_precision_recall_by_hand():
     assert recall_at_k(rel, s, 2) == 0.5 and recall_at_k(rel, s, 4) == 0.5 and recall_at_k(rel, s, 5) == 1.0
     assert abs(ndcg_at_k(rel, s, 5) - (1 + 1 / np.log2(6)) / (1 + 1 / np.log2(3))) < 1e-12
     assert ndcg_at_k(rel, rel, 3) == 1.0 and ndcg_at_k([[0, 0, 0]], [[1, 2, 3]], 2) == 0.0
-    two = evaluate_ranking(np.array([s, -s]), np.array([rel, rel]), k=2)   # second user: reversed ranking 2, 4, 3, 1, 0
-    assert two == {"precision@2": 0.5, "recall@2": 0.5, "nDCG@2": pytest.approx((1 / (1 + 1 / np.log2(3)) + 1 / (1 + 1 / np.log2(3))) / 2)}
+    two = evaluate_ranking(np.array([s, -s]), np.array([rel, rel]), k=2)  # second user: reversed ranking 2, 4, 3, 1, 0
+    assert two == {
+        "precision@2": 0.5,
+        "recall@2": 0.5,
+        "nDCG@2": pytest.approx((1 / (1 + 1 / np.log2(3)) + 1 / (1 + 1 / np.log2(3))) / 2),
+    }
 
 def test_ranking_bad_input():
     with pytest.raises(ValueError, match="must have the same shape"): precision_at_k([1, 0], [0.1, 0.2, 0.3], 1)
     with pytest.raises(ValueError, match="k must be a positive integer"): ndcg_at_k([1, 0], [0.1, 0.2], 0)
     with pytest.raises(ValueError, match="non-negative"): ndcg_at_k([-1, 0], [0.1, 0.2], 1)
-    with pytest.raises(ValueError, match=r"user\(s\) \[1\] have no relevant item"): recall_at_k([[1, 0], [0, 0]], [[1, 2], [1, 2]], 1)
+    with pytest.raises(ValueError, match=r"user\(s\) \[1\] have no relevant item"):
+        recall_at_k([[1, 0], [0, 0]], [[1, 2], [1, 2]], 1)
     with pytest.raises(ValueError, match="empty"): ndcg_at_k(np.zeros((1, 0)), np.zeros((1, 0)), 1)
 
 
@@ -127,7 +153,9 @@ def test_router_routes_and_rejects():
     assert out[0]["reply"] == CANNED_REPLIES["card_lost"] and out[2]["reply"] == CANNED_REPLIES[OUT_OF_SCOPE_INTENT]
     assert out[2]["confidence"] == 0.0 and router.predict([]) == []
     with pytest.raises(ValueError, match=r"replies has no text for \['check_balance', 'out_of_scope'\]"):
-        IntentRouter(fake_embed, NearestCentroid().fit(X, y), ["card_lost", "check_balance"], 0.5, replies={"card_lost": "ok"})
+        IntentRouter(
+            fake_embed, NearestCentroid().fit(X, y), ["card_lost", "check_balance"], 0.5, replies={"card_lost": "ok"}
+        )
     ids, s = confidence(NearestCentroid().fit(X, np.array(["x", "x", "y", "y"])), fake_embed(["zz"]))
     assert ids.tolist() == ["y"] and abs(s[0] - 2.5 / np.sqrt(6.5)) < 1e-12   # centroid (z 2.5, y 0.5)
 
@@ -148,14 +176,27 @@ def test_train_probe_picks_C_on_validation():
     X[:, 0] += 1.5 * y
     Cs = (1e-3, 0.03, 1.0, 100.0)
     m = train_probe(X[:60], y[:60], X[60:], y[60:], Cs=Cs)
-    f1s = [sk_f1(y[60:], LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(X[:60], y[:60]).predict(X[60:]), average="macro")
-           for C in Cs]
-    assert len(set(np.round(f1s, 9))) == len(Cs), f1s                   # the Cs really differ here, so the choice is tested
-    assert m.C == Cs[int(np.argmax(f1s))] == 1.0, (m.C, dict(zip(Cs, f1s)))   # the C with the best validation macro-F1, not the first or last
+    f1s = [
+        sk_f1(
+            y[60:],
+            LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(X[:60], y[:60]).predict(X[60:]),
+            average="macro",
+        )
+        for C in Cs
+    ]
+    assert len(set(np.round(f1s, 9))) == len(Cs), f1s  # the Cs really differ here, so the choice is tested
+    assert m.C == Cs[int(np.argmax(f1s))] == 1.0, (
+        m.C,
+        dict(zip(Cs, f1s)),
+    )  # the C with the best validation macro-F1, not the first or last
+
 
 def test_drop_texts():
     a = TextData(["x", "y", "z"], [0, 1, 0], ["n", "p"], "a")
-    assert drop_texts(a, ["y"]).texts == ["x", "z"] and drop_texts(a, TextData(["x"], [0], ["n", "p"])).texts == ["y", "z"]
+    assert drop_texts(a, ["y"]).texts == ["x", "z"] and drop_texts(a, TextData(["x"], [0], ["n", "p"])).texts == [
+        "y",
+        "z",
+    ]
     with pytest.raises(ValueError, match="empty"): drop_texts(a, a)
 
 
@@ -164,13 +205,23 @@ def make_echo(**kw):
     calls = []
     return Service(lambda b: calls.append(len(b)) or [{"n": len(t)} for t in b], **kw), calls
 
-BAD_BODIES = [(b"", "the body is empty"), (b"{", "not valid JSON"), (b'{"text": "hi"', "not valid JSON"), (b"\xff\xfe", "not UTF-8"),
-              (b'"hello"', "must be a JSON object"), (b'{"query": "hi"}', "unknown field(s) ['query']"),
-              (b'{"text": "a", "texts": ["b"]}', "exactly one of"), (b'{"text": ["a"]}', '"text" must be a string'),
-              (b'{"texts": "a"}', '"texts" must be a list'), (b'{"texts": []}', '"texts" is empty'), (b'{"texts": ["a", null]}', "text 1 is NoneType"),
-              (b'{"text": ""}', "text 0 is empty"), (b'{"texts": ["ok", " \\n "]}', "text 1 is empty"),
-              (b'{"text": "' + b"x" * 21 + b'"}', "text 0 has 21 characters; the limit is 20"),
-              (json.dumps({"texts": ["a"] * 6}).encode(), "6 texts in one request; the limit is 5")]
+BAD_BODIES = [
+    (b"", "the body is empty"),
+    (b"{", "not valid JSON"),
+    (b'{"text": "hi"', "not valid JSON"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b'"hello"', "must be a JSON object"),
+    (b'{"query": "hi"}', "unknown field(s) ['query']"),
+    (b'{"text": "a", "texts": ["b"]}', "exactly one of"),
+    (b'{"text": ["a"]}', '"text" must be a string'),
+    (b'{"texts": "a"}', '"texts" must be a list'),
+    (b'{"texts": []}', '"texts" is empty'),
+    (b'{"texts": ["a", null]}', "text 1 is NoneType"),
+    (b'{"text": ""}', "text 0 is empty"),
+    (b'{"texts": ["ok", " \\n "]}', "text 1 is empty"),
+    (b'{"text": "' + b"x" * 21 + b'"}', "text 0 has 21 characters; the limit is 20"),
+    (json.dumps({"texts": ["a"] * 6}).encode(), "6 texts in one request; the limit is 5"),
+]
 
 @pytest.mark.parametrize("body,msg", BAD_BODIES)
 def test_service_rejects_bad_input(body, msg):
@@ -181,7 +232,10 @@ def test_service_rejects_bad_input(body, msg):
 
 def test_service_batches():
     svc, calls = make_echo(batch_size=2)
-    assert svc.handle('{"texts": ["a", "bb", "ccc", "d", "e"]}') == (200, {"predictions": [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 1}, {"n": 1}]})
+    assert svc.handle('{"texts": ["a", "bb", "ccc", "d", "e"]}') == (
+        200,
+        {"predictions": [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 1}, {"n": 1}]},
+    )
     assert calls == [2, 2, 1]
     assert svc.handle(b'{"text": "hello"}') == (200, {"predictions": [{"n": 5}]})
     with pytest.raises(ServiceError, match="text 0 is empty"): svc.predict([" "])
@@ -195,7 +249,9 @@ def embedder():
 def test_embedder_sorted_batches_match_sentence_embeddings(embedder):
     from llm_course.assets import sentence_embeddings
     texts = ["short", "a much longer sentence about parcels, cards and bank transfers", "medium length text", "x"]
-    np.testing.assert_allclose(embedder(texts), sentence_embeddings(embedder.model, embedder.tokenizer, texts, 64).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        embedder(texts), sentence_embeddings(embedder.model, embedder.tokenizer, texts, 64).numpy(), atol=1e-5
+    )
     assert embedder([]).shape == (0, 384)
     with pytest.raises(TypeError, match="wrap it"): embedder("one string")
     with pytest.raises(ValueError, match="no tokenizer"): Embedder(embedder.model)
@@ -209,7 +265,10 @@ def test_intent_service_end_to_end(embedder, no_network):
     assert acc >= 0.9, acc                                                  # templated test utterances are easy
     from llm_course.serving import create_app, run_in_thread
     with run_in_thread(create_app(router.predict, name="intents")) as url:
-        r = httpx.post(url + "/predict", json={"texts": ["I lost my credit card", "where is my parcel?", "tell me a joke about cats"]})
+        r = httpx.post(
+            url + "/predict",
+            json={"texts": ["I lost my credit card", "where is my parcel?", "tell me a joke about cats"]},
+        )
     status, reply = r.status_code, r.json()
     assert status == 200
     assert [p["intent"] for p in reply["predictions"]] == ["card_lost", "delivery_status", OUT_OF_SCOPE_INTENT], reply

@@ -1,4 +1,5 @@
-"""llm_course.assets: the loaders, the tokenizer/model check and the SmolLM2 cache (interruption, damage, two processes)."""
+"""llm_course.assets: the loaders, the tokenizer/model check and the SmolLM2 cache (interruption, damage, two
+processes)."""
 import json, os, subprocess, sys, textwrap, threading, time
 from pathlib import Path
 
@@ -7,9 +8,22 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from llm_course import assets
-from llm_course.assets import (TokenizerMismatchError, build_once, cache_info, check_tokenizer_matches, damaged_files, folder_ok,
-                               load_minilm, load_minilm_classifier, load_minilm_tokenizer, load_smollm2,
-                               load_smollm2_tokenizer, minilm_path, sentence_embeddings, smollm2_path)
+from llm_course.assets import (
+    TokenizerMismatchError,
+    build_once,
+    cache_info,
+    check_tokenizer_matches,
+    damaged_files,
+    folder_ok,
+    load_minilm,
+    load_minilm_classifier,
+    load_minilm_tokenizer,
+    load_smollm2,
+    load_smollm2_tokenizer,
+    minilm_path,
+    sentence_embeddings,
+    smollm2_path,
+)
 from llm_course.core import asset_path, cache_dir, set_seed
 
 TARGET = ("models", "smollm2-135m-instruct")
@@ -41,7 +55,7 @@ def test_asset_descriptions_state_what_the_models_hold(minilm):
     from llm_course.core import ASSETS
     n = sum(p.numel() for p in minilm[1].parameters())
     assert f"{n / 1e6:.1f}M parameters" in ASSETS["minilm"].what, (n, ASSETS["minilm"].what)
-    assert "134.5M parameters" in ASSETS["smollm2"].what            # 134,515,008: counted in test_real_smollm2_conversion
+    assert "134.5M parameters" in ASSETS["smollm2"].what  # 134,515,008: counted in test_real_smollm2_conversion
 
 
 def test_hub_names_fail_at_once_offline():
@@ -89,7 +103,9 @@ def test_sentence_embeddings_match_sentence_transformers(minilm):
 def test_tokenizer_mismatch_minilm(minilm):
     tok, model = minilm
     grown = load_minilm_tokenizer(); grown.add_tokens(["<ticker>", "<isin>"])
-    with pytest.raises(TokenizerMismatchError, match=r"30524 tokens but the model .* 30522 embedding rows.*resize_token_embeddings"):
+    with pytest.raises(
+        TokenizerMismatchError, match=r"30524 tokens but the model .* 30522 embedding rows.*resize_token_embeddings"
+    ):
         check_tokenizer_matches(model, grown)
     model2 = load_minilm(); model2.resize_token_embeddings(len(grown))
     check_tokenizer_matches(model2, grown)                        # the named fix works
@@ -120,7 +136,12 @@ def test_real_smollm2_conversion(smollm2_cache, capsys):
     model, tok = load_smollm2(), load_smollm2_tokenizer()
     assert type(model).__name__ == "LlamaForCausalLM" and not model.training
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
-    assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size, len(tok)) == (30, 576, 49152, 49152)
+    assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size, len(tok)) == (
+        30,
+        576,
+        49152,
+        49152,
+    )
     check_tokenizer_matches(model, tok)
     # golden values of the dequantised weights (Q4_1 blocks -> float32): the conversion reads the file right
     sd = model.state_dict()
@@ -157,7 +178,10 @@ def test_tokenizer_mismatch_across_models(minilm, smollm2_cache):
     smol, stok = load_smollm2(), load_smollm2_tokenizer()
     with pytest.raises(TokenizerMismatchError, match="49152 tokens but the model .* only 30522 embedding rows"):
         check_tokenizer_matches(mini, stok)
-    with pytest.raises(TokenizerMismatchError, match="49152 embedding rows but the tokenizer .* only 30522 tokens.*load_smollm2_tokenizer"):
+    with pytest.raises(
+        TokenizerMismatchError,
+        match="49152 embedding rows but the tokenizer .* only 30522 tokens.*load_smollm2_tokenizer",
+    ):
         check_tokenizer_matches(smol, mtok)
 
 
@@ -267,8 +291,17 @@ def test_killed_writer_is_cleaned_up_and_rebuilt(fake_smollm2, tmp_cache):
     assert same_weights(model, reference_weights())
 
 
-@pytest.mark.parametrize("damage", ["truncated weights", "missing file", "missing marker", "garbage header", "empty folder",
-                                    "one weight byte flipped"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncated weights",
+        "missing file",
+        "missing marker",
+        "garbage header",
+        "empty folder",
+        "one weight byte flipped",
+    ],
+)
 def test_damaged_cache_is_detected_and_rebuilt(fake_smollm2, tmp_cache, damage, capsys):
     load_smollm2()
     target = tmp_cache.joinpath(*TARGET)
@@ -324,14 +357,18 @@ def test_two_processes_build_once(tmp_path):
         p = build_once(Path({str(target)!r}), build, "toy")
         print("done", folder_ok(p), flush=True)
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for _ in range(2)]                          # both start (and import) at the same time
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(2)
+    ]                          # both start (and import) at the same time
     outs = [[], []]
     readers = [threading.Thread(target=lambda p=p, o=o: o.extend(p.stdout), daemon=True) for p, o in zip(procs, outs)]
     for r in readers: r.start()
     try:
         deadline = time.time() + 90
-        while time.time() < deadline and not (any("BUILD-STARTED\n" in o for o in outs) and any(any("waiting" in l for l in o) for o in outs)):
+        while time.time() < deadline and not (
+            any("BUILD-STARTED\n" in o for o in outs) and any(any("waiting" in l for l in o) for o in outs)
+        ):
             if any(p.poll() is not None for p in procs) or sum("BUILD-STARTED\n" in o for o in outs) > 1: break
             time.sleep(0.05)
         seen = ["".join(o) for o in outs]

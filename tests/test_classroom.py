@@ -1,4 +1,5 @@
-"""llm_course.classroom: student versions (nbgrader conventions) and sandboxed grading, end to end (hostile cases: test_hostile)."""
+"""llm_course.classroom: student versions (nbgrader conventions) and sandboxed grading, end to end (hostile cases:
+test_hostile)."""
 import contextlib, csv, io, json, os, signal, subprocess, sys, time, warnings
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def nb(*cells):
     for c in cells:
         t, s, tags = (c + ((),))[:3] if isinstance(c, tuple) else ("code", c, ())
         cell = {"cell_type": t, "metadata": {"tags": list(tags)} if tags else {}, "source": s}
-        if t == "code": cell.update(outputs=[{"output_type": "stream", "name": "stdout", "text": "old output"}], execution_count=7)
+        if t == "code":
+            cell.update(outputs=[{"output_type": "stream", "name": "stdout", "text": "old output"}], execution_count=7)
         out.append(cell)
     return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": out}
 
@@ -44,7 +46,10 @@ def run_cli(*args):
 # --- student versions ------------------------------------------------------------------------------------------
 def test_strip_markers_keeps_indentation_and_names_bad_cells():
     src = "class A:\n    def f(self):\n        x = 1\n        ### BEGIN SOLUTION\n        return x\n        ### END SOLUTION\n"
-    assert C.strip_markers(src) == "class A:\n    def f(self):\n        x = 1\n        # YOUR CODE HERE\n        raise NotImplementedError()\n"
+    assert (
+        C.strip_markers(src)
+        == "class A:\n    def f(self):\n        x = 1\n        # YOUR CODE HERE\n        raise NotImplementedError()\n"
+    )
     assert C.strip_markers("A\n### BEGIN SOLUTION\nB\n### END SOLUTION\nC", "markdown") == "A\nYOUR ANSWER HERE\nC"
     assert C.strip_markers("f()\n### BEGIN HIDDEN TESTS\nassert f() == 1\n### END HIDDEN TESTS\ng()") == "f()\ng()"
     with pytest.raises(C.MarkerError, match=r"hw.ipynb, cell 4: '### BEGIN SOLUTION' is never closed"):
@@ -74,7 +79,9 @@ def test_release_folder(tmp_path):
     assert rel["cells"][1]["source"] == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
     assert rel["cells"][2]["source"] == "Why?\n\nYOUR ANSWER HERE" and rel["cells"][3]["source"] == "f(16)"
     assert all(c["outputs"] == [] and c["execution_count"] is None for c in rel["cells"] if c["cell_type"] == "code")
-    assert (tmp_path / "rel" / "data.csv").read_text() == "a,b\n1,2\n" and (tmp_path / "rel" / "week2" / "more.ipynb").exists()
+    assert (tmp_path / "rel" / "data.csv").read_text() == "a,b\n1,2\n" and (
+        tmp_path / "rel" / "week2" / "more.ipynb"
+    ).exists()
     assert not (tmp_path / "rel" / ".ipynb_checkpoints").exists()
     # a second release refuses to overwrite, --force replaces
     assert run_cli("classroom", "release", src, tmp_path / "rel")[0] == 2
@@ -82,7 +89,11 @@ def test_release_folder(tmp_path):
     # unbalanced markers: a clear error naming the file and the cell, and nothing half-written
     write(src / "week2" / "more.ipynb", nb("y = 1", "z = 2", "def g():\n    ### BEGIN SOLUTION\n    return 1\n"))
     status, out, err = run_cli("classroom", "release", src, tmp_path / "rel2")
-    assert status == 2 and "week2/more.ipynb, cell 2: '### BEGIN SOLUTION' is never closed" in err and "Traceback" not in err
+    assert (
+        status == 2
+        and "week2/more.ipynb, cell 2: '### BEGIN SOLUTION' is never closed" in err
+        and "Traceback" not in err
+    )
     assert not (tmp_path / "rel2").exists() and not list(tmp_path.glob(".release-*"))
     with pytest.raises(ValueError, match="inside"): C.release(src, src / "out")
 
@@ -105,8 +116,14 @@ def assignment(d):
                                      + "\n    ### END SOLUTION", "check(merge_pair)"))
     for c in released["cells"]:
         if "".join(c["source"]).strip() == "check(merge_pair)":
-            c["metadata"]["nbgrader"] = {"grade": True, "solution": False, "locked": True, "grade_id": "check_merge_pair",
-                                         "points": 1, "schema_version": 3}
+            c["metadata"]["nbgrader"] = {
+                "grade": True,
+                "solution": False,
+                "locked": True,
+                "grade_id": "check_merge_pair",
+                "points": 1,
+                "schema_version": 3,
+            }
     write(d / "assignment" / "hw.ipynb", released)
     return d / "assignment"
 
@@ -118,14 +135,21 @@ def graded(tmp_path_factory):
     A, S = assignment(d), d / "subs"
     write(S / "alice" / "hw.ipynb", nb(HEADER, RIGHT, "check(merge_pair)"))
     write(S / "bob" / "hw.ipynb", nb(HEADER, WRONG, "check(merge_pair)"))
-    write(S / "carol" / "hw.ipynb", nb(HEADER, "undefined_name + 1", RIGHT, "raise RuntimeError('boom')"))   # crashes, then recovers
-    write(S / "dave" / "hw.ipynb", nb(HEADER, "def merge_pair(ids, pair, new_id):\n    while True: pass", "check(merge_pair)"))
-    write(S / "erin" / "hw.ipynb", nb(HEADER, RIGHT, "import os; os._exit(3)"))                           # kills its process
-    write(S / "frank.txt", "I did it on paper")                                                            # not a notebook
-    write(S / "gina" / "hw.ipynb", '{"cells": [ {"cell_type": "code", "source": "x = 1"')                  # broken JSON
-    write(S / "hank.ipynb", nb(RIGHT))                                                                     # one file per student
+    write(
+        S / "carol" / "hw.ipynb", nb(HEADER, "undefined_name + 1", RIGHT, "raise RuntimeError('boom')")
+    )  # crashes, then recovers
+    write(
+        S / "dave" / "hw.ipynb",
+        nb(HEADER, "def merge_pair(ids, pair, new_id):\n    while True: pass", "check(merge_pair)"),
+    )
+    write(S / "erin" / "hw.ipynb", nb(HEADER, RIGHT, "import os; os._exit(3)"))  # kills its process
+    write(S / "frank.txt", "I did it on paper")  # not a notebook
+    write(S / "gina" / "hw.ipynb", '{"cells": [ {"cell_type": "code", "source": "x = 1"')  # broken JSON
+    write(S / "hank.ipynb", nb(RIGHT))  # one file per student
     t0 = time.time()
-    status, out, err = run_cli("classroom", "grade", S, "--out", d / "out", "--assignment", A, "--timeout", 1, "--workers", 2, "--quiet")
+    status, out, err = run_cli(
+        "classroom", "grade", S, "--out", d / "out", "--assignment", A, "--timeout", 1, "--workers", 2, "--quiet"
+    )
     return dict(d=d, A=A, out=d / "out", status=status, stdout=out, stderr=err, seconds=time.time() - t0)
 
 
@@ -150,7 +174,10 @@ def test_feedback_in_words(graded):
     bob = feedback(graded, "bob")
     assert "❌ merge_pair" in bob and "the last token is dropped" in bob and "Hint:" in bob and "Traceback" not in bob
     carol = feedback(graded, "carol")
-    assert "cell 2 (`undefined_name + 1`) raised NameError" in carol and "cell 4 (`raise RuntimeError('boom')`) raised RuntimeError: boom" in carol
+    assert (
+        "cell 2 (`undefined_name + 1`) raised NameError" in carol
+        and "cell 4 (`raise RuntimeError('boom')`) raised RuntimeError: boom" in carol
+    )
     assert "stopped after 10 s: is there an endless loop?" in feedback(graded, "dave")        # the exercise's own limit
     assert "the Python process running the notebook died (exit code 3) in cell 3" in feedback(graded, "erin")
     assert "hw.ipynb is missing from the submission (handed in: frank.txt)" in feedback(graded, "frank.txt")
@@ -165,9 +192,13 @@ def test_grade_is_resumable(graded):
     (out / "results" / "bob.json").unlink()                        # as if the run had stopped before bob
     before = (out / "results" / "alice.json").stat().st_mtime_ns
     seed = json.loads((out / "run.json").read_text())["seed"]
-    status, stdout, _ = run_cli("classroom", "grade", graded["d"] / "subs", "--out", out, "--assignment", graded["A"], "--timeout", 1, "--quiet")
+    status, stdout, _ = run_cli(
+        "classroom", "grade", graded["d"] / "subs", "--out", out, "--assignment", graded["A"], "--timeout", 1, "--quiet"
+    )
     assert status == 0 and "graded 1 student(s), skipped 7" in stdout
-    assert (out / "results" / "alice.json").stat().st_mtime_ns == before and json.loads((out / "run.json").read_text())["seed"] == seed
+    assert (out / "results" / "alice.json").stat().st_mtime_ns == before and json.loads((out / "run.json").read_text())[
+        "seed"
+    ] == seed
     assert ("bob", "0.5") in [(r["student"], r["points"]) for r in csv.DictReader(open(out / "grades.csv"))]
 
 
@@ -184,7 +215,11 @@ def test_interrupted_run_keeps_finished_students(tmp_path, monkeypatch):
     assert [r["student"] for r in csv.DictReader(open(tmp_path / "out" / "grades.csv"))] == ["ann"]
     monkeypatch.setattr(C, "grade_student", real)
     r = C.grade(S, tmp_path / "out", A, timeout=2, progress=False)
-    assert r.skipped == ["ann"] and sorted(r.graded) == ["ben", "cid"] and r.totals == {"ann": (1, 1), "ben": (1, 1), "cid": (1, 1)}
+    assert (
+        r.skipped == ["ann"]
+        and sorted(r.graded) == ["ben", "cid"]
+        and r.totals == {"ann": (1, 1), "ben": (1, 1), "cid": (1, 1)}
+    )
     # a changed submission is regraded; force=True draws a new seed and regrades everyone
     write(S / "cid" / "hw.ipynb", nb(WRONG, "check(merge_pair)"))
     r = C.grade(S, tmp_path / "out", A, timeout=2, progress=False)
@@ -209,16 +244,26 @@ def test_reference_use_and_output_inside_submissions(tmp_path):
     r = C.grade(S, S / "graded", A, timeout=30, progress=False)           # the output folder inside is not a student
     assert r.totals == {"mallory": (0, 1)}
     text = (S / "graded" / "feedback" / "mallory.md").read_text()
-    assert "cell 2 reads the course's exercise registry (it has the answers) (`EXERCISES`)" in text and "data.csv" not in text
+    assert (
+        "cell 2 reads the course's exercise registry (it has the answers) (`EXERCISES`)" in text
+        and "data.csv" not in text
+    )
 
 
 def test_hard_limit_kills_a_notebook_that_ignores_the_alarm(tmp_path):
     from llm_course.autograde import run_submission
-    p = write(tmp_path / "hw.ipynb", nb(RIGHT, "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass"))
+
+    p = write(
+        tmp_path / "hw.ipynb",
+        nb(RIGHT, "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass"),
+    )
     t0 = time.time()
     r = run_submission(p, ["merge_pair"], seed=1, timeout=1, startup=4)
-    assert time.time() - t0 < 120                  # it stops (an endless loop otherwise); generous for a loaded machine
-    assert "the notebook was stopped: no answer in time in cell 2" in r["errors"][-1] and r["answers"]["merge_pair"] is None
+    assert time.time() - t0 < 120  # it stops (an endless loop otherwise); generous for a loaded machine
+    assert (
+        "the notebook was stopped: no answer in time in cell 2" in r["errors"][-1]
+        and r["answers"]["merge_pair"] is None
+    )
 
 
 def _runs():
@@ -235,10 +280,27 @@ def _runs():
 def test_killed_grader_leaves_nothing_and_resumes(tmp_path):
     A, S, out = assignment(tmp_path), tmp_path / "subs", tmp_path / "out"
     write(S / "ann" / "hw.ipynb", nb(RIGHT))
-    write(S / "bob" / "hw.ipynb", nb(RIGHT, "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)\n"
-                                       "import time\nwhile True: time.sleep(0.1)"))
-    cmd = [str(Path(sys.executable).parent / "llm-course"), "classroom", "grade", str(S), "--out", str(out), "--assignment", str(A),
-           "--timeout", "60", "--quiet"]
+    write(
+        S / "bob" / "hw.ipynb",
+        nb(
+            RIGHT,
+            "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)\n"
+            "import time\nwhile True: time.sleep(0.1)",
+        ),
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "llm-course"),
+        "classroom",
+        "grade",
+        str(S),
+        "--out",
+        str(out),
+        "--assignment",
+        str(A),
+        "--timeout",
+        "60",
+        "--quiet",
+    ]
     grader = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()
     while not (out / "results" / "ann.json").exists() and time.time() - t0 < 120: time.sleep(0.2)
@@ -253,7 +315,9 @@ def test_killed_grader_leaves_nothing_and_resumes(tmp_path):
     seed = json.loads((out / "run.json").read_text())["seed"]
     write(S / "bob" / "hw.ipynb", nb(WRONG))                                        # bob hands in a finished version
     r = C.grade(S, out, A, timeout=60, progress=False)
-    assert r.skipped == ["ann"] and r.graded == ["bob"] and r.seed == seed and r.totals == {"ann": (1, 1), "bob": (0.5, 1)}
+    assert (
+        r.skipped == ["ann"] and r.graded == ["bob"] and r.seed == seed and r.totals == {"ann": (1, 1), "bob": (0.5, 1)}
+    )
 
 
 def test_fallback_modes_warn_and_still_grade(tmp_path):
@@ -262,7 +326,8 @@ def test_fallback_modes_warn_and_still_grade(tmp_path):
     write(S / "ann" / "hw.ipynb", nb(RIGHT))
     X.sandbox_mode.cache_clear()
     try:
-        with pytest.warns(X.SandboxWarning, match="SANDBOX REDUCED to 'none'.*install bubblewrap"): X.sandbox_mode("none")
+        with pytest.warns(X.SandboxWarning, match="SANDBOX REDUCED to 'none'.*install bubblewrap"):
+            X.sandbox_mode("none")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", X.SandboxWarning)
             assert C.grade(S, tmp_path / "out", A, timeout=5, progress=False, sandbox="none").totals == {"ann": (1, 1)}

@@ -28,7 +28,9 @@ def test_finetune_defaults_are_the_measured_recipe(verdict):
     s = verdict["settings"]
     args = cli.build_parser().parse_args(["finetune", "--train", "t.csv", "--out", "m"])
     assert (args.method, args.epochs) == (s["method"], s["epochs"])
-    assert {k: cli.FINETUNE_DEFAULT[k] for k in ("method", "rank", "lr", "epochs")} == {k: s[k] for k in ("method", "rank", "lr", "epochs")}
+    assert {k: cli.FINETUNE_DEFAULT[k] for k in ("method", "rank", "lr", "epochs")} == {
+        k: s[k] for k in ("method", "rank", "lr", "epochs")
+    }
     assert cli.FINETUNE_DEFAULT["measured"] == f"bench/recipe.py on {verdict['date']}"
     if s["method"] == "lora":   # the rank finetune_csv gets is add_peft_lora's default
         assert inspect.signature(add_peft_lora).parameters["r"].default == s["rank"]
@@ -43,7 +45,9 @@ def test_finetune_passes_the_measured_lr(verdict, monkeypatch, tmp_path):
     other = next(m for m in ("head", "lora", "full") if m != verdict["settings"]["method"])
     with contextlib.redirect_stderr(io.StringIO()):
         for method in (verdict["settings"]["method"], other):
-            assert cli.main(["finetune", "--train", str(train), "--out", str(tmp_path / "m"), "--method", method]) == 130
+            assert (
+                cli.main(["finetune", "--train", str(train), "--out", str(tmp_path / "m"), "--method", method]) == 130
+            )
     assert [k["lr"] for k in seen] == [verdict["settings"]["lr"], None]
 
 

@@ -53,10 +53,30 @@ def trained(tiny_bert, tmp_path_factory):
 
 def test_every_command_path_without_network(trained, tiny_bert, tmp_path, no_network):
     train = write_csv(tmp_path / "train.csv", [("good film", "pos"), ("bad film", "neg")] * 4)
-    status, _, err = run(["finetune", "--train", train, "--valid", train, "--out", tmp_path / "m2", "--base-model", tiny_bert,
-                          "--method", "lora", "--max-steps", "1", "--batch-size", "4", "--quiet"])
+    status, _, err = run(
+        [
+            "finetune",
+            "--train",
+            train,
+            "--valid",
+            train,
+            "--out",
+            tmp_path / "m2",
+            "--base-model",
+            tiny_bert,
+            "--method",
+            "lora",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--quiet",
+        ]
+    )
     assert status == 0 and (tmp_path / "m2" / "head.json").is_file(), err
-    texts = write_csv(tmp_path / "in.csv", [("a good film", "pos"), ("x" * 200_000, "neg")])   # a cell over csv's 131,072
+    texts = write_csv(
+        tmp_path / "in.csv", [("a good film", "pos"), ("x" * 200_000, "neg")]
+    )  # a cell over csv's 131,072
     status, out, err = run(["predict", trained, "--input", texts, "--output", tmp_path / "out.csv", "--quiet"])
     assert status == 0, err
     rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
@@ -67,11 +87,15 @@ def test_every_command_path_without_network(trained, tiny_bert, tmp_path, no_net
 
 
 def test_predict_checks_the_input_before_the_model(tmp_path):
-    status, _, err = run(["predict", tmp_path / "no_model", "--input", tmp_path / "missing.csv", "--output", tmp_path / "o.csv"])
+    status, _, err = run(
+        ["predict", tmp_path / "no_model", "--input", tmp_path / "missing.csv", "--output", tmp_path / "o.csv"]
+    )
     one_line_error(status, err, tmp_path / "missing.csv")
 
 
-@pytest.mark.parametrize("damage", ["no head.json", "bad head.json", "no backbone", "truncated weights", "missing head.pt"])
+@pytest.mark.parametrize(
+    "damage", ["no head.json", "bad head.json", "no backbone", "truncated weights", "missing head.pt"]
+)
 def test_damaged_model_folder_is_one_line(trained, tmp_path, damage):
     model = Path(shutil.copytree(trained, tmp_path / "model"))
     texts = write_csv(tmp_path / "in.csv", [("fine", "pos")])

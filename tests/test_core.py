@@ -32,7 +32,16 @@ def test_profiles(monkeypatch):
     ci, cpu, gpu = (core.PROFILES[n] for n in ("ci", "cpu", "gpu"))
     # each profile is at least as big as the one before it, in every size
     for small, big in ((ci, cpu), (cpu, gpu)):
-        for f in ("max_examples", "corpus_chars", "vocab_size", "n_layer", "n_embd", "block_size", "max_steps", "max_length"):
+        for f in (
+            "max_examples",
+            "corpus_chars",
+            "vocab_size",
+            "n_layer",
+            "n_embd",
+            "block_size",
+            "max_steps",
+            "max_length",
+        ):
             assert getattr(small, f) <= getattr(big, f), f
     with pytest.raises(TypeError, match="no field"):
         core.get_profile("ci", n_layers=3)

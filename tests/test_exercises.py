@@ -9,8 +9,22 @@ import torch
 import torch.nn.functional as F
 
 from llm_course import exercises as X
-from llm_course.exercises import (EXERCISES, Case, CheckResult, Exercise, ExerciseFailed, TimeLimitExceeded, check, compare,
-                                  decode, encode, exercise_notebook_problems, get_exercise, tag_exercise_notebook, time_limit)
+from llm_course.exercises import (
+    EXERCISES,
+    Case,
+    CheckResult,
+    Exercise,
+    ExerciseFailed,
+    TimeLimitExceeded,
+    check,
+    compare,
+    decode,
+    encode,
+    exercise_notebook_problems,
+    get_exercise,
+    tag_exercise_notebook,
+    time_limit,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs" / "exercises"
@@ -46,7 +60,9 @@ def test_registry_loads_every_set_and_describes_each_exercise():
         lesson_nb = e.section.split(":")[0]
         assert (ROOT / "nbs" / f"{lesson_nb}.ipynb").is_file() and lesson_nb.startswith(e.lesson), (e.name, e.section)
         assert (NBS / f"{e.notebook}.ipynb").is_file(), e.notebook
-        assert [c.label for c in e.cases(5)] == [c.label for c in e.cases(5)], f"{e.name}: cases(seed) is not deterministic"
+        assert [c.label for c in e.cases(5)] == [c.label for c in e.cases(5)], (
+            f"{e.name}: cases(seed) is not deterministic"
+        )
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in EXERCISES.items() if e.reference is not None))
@@ -93,9 +109,14 @@ def buggy(name: str, **ns):
 
 
 def test_token_batches_debug():
-    passes(lambda seed, n, b, t, v: torch.randint(0, v, (n, b, t), generator=torch.Generator().manual_seed(seed)), "token_batches")
+    passes(
+        lambda seed, n, b, t, v: torch.randint(0, v, (n, b, t), generator=torch.Generator().manual_seed(seed)),
+        "token_batches",
+    )
     fails_with(buggy("token_batches", torch=torch), "token_batches", "the planted bug")
-    fails_with(lambda seed, n, b, t, v: torch.randint(0, v, (n, b, t)), "token_batches", "differs at index")   # the global generator
+    fails_with(
+        lambda seed, n, b, t, v: torch.randint(0, v, (n, b, t)), "token_batches", "differs at index"
+    )  # the global generator
 
 
 def test_predictions_of_lesson_00_to_03_explain_the_gap():
@@ -108,7 +129,12 @@ def test_predictions_of_lesson_00_to_03_explain_the_gap():
     passes(23, "byte_tokens"); fails_with(22, "byte_tokens", "the task asks for the exact value")
     fails_with("23", "byte_tokens", "should be a number, got str")
     from llm_course.transformer import GPT, GPTConfig
-    n = GPT(GPTConfig.from_preset("gpt-nano", vocab_size=512, block_size=128)).num_params() if hasattr(GPT, "num_params") else None
+
+    n = (
+        GPT(GPTConfig.from_preset("gpt-nano", vocab_size=512, block_size=128)).num_params()
+        if hasattr(GPT, "num_params")
+        else None
+    )
     passes(3 * (12 * 48 * 48 + 13 * 48) + 512 * 48 + 128 * 48 + 2 * 48, "gpt_params")
     if n is not None: passes(n, "gpt_params")
 
@@ -117,7 +143,9 @@ def test_smollm2_size_prediction_against_the_loaded_model():
     from llm_course.assets import load_smollm2
     m = load_smollm2()
     mb = sum(p.numel() for p in m.parameters()) * 4 / 1e6
-    assert m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()    # tied, as the task says
+    assert (
+        m.get_output_embeddings().weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
+    )  # tied, as the task says
     passes(mb, "smollm2_fp32_mb"); passes(mb * 1.04, "smollm2_fp32_mb")
     fails_with(mb / 2, "smollm2_fp32_mb", "bfloat16 or float16")
 
@@ -144,11 +172,17 @@ def test_stratified_split_properties():
     passes(mine, "stratified_split")
     def via_course(labels, test, seed):             # the course's split_data gives the same class counts
         names = sorted(set(labels))
-        d = TextData([f"text {i}" for i in range(len(labels))], [names.index(l) for l in labels], [str(n) for n in names], "x")
+        d = TextData(
+            [f"text {i}" for i in range(len(labels))], [names.index(l) for l in labels], [str(n) for n in names], "x"
+        )
         s = split_data(d, valid=0, test=test, seed=seed)
         return [int(t.split()[1]) for t in s.train.texts], [int(t.split()[1]) for t in s.test.texts]
     passes(via_course, "stratified_split")
-    fails_with(lambda labels, test, seed: (list(range(len(labels))), [0]), "stratified_split", "index 0 is in both splits (leakage")
+    fails_with(
+        lambda labels, test, seed: (list(range(len(labels))), [0]),
+        "stratified_split",
+        "index 0 is in both splits (leakage",
+    )
     fails_with(lambda labels, test, seed: ([], list(range(len(labels) - 1))), "stratified_split", "exactly once")
     fails_with(lambda labels, test, seed: {1, 2}, "stratified_split", "cannot read")
 
@@ -160,8 +194,11 @@ def test_pad_batch_against_pad_sequence():
         mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True, padding_side=side)
         return ids.long(), mask
     passes(mine, "pad_batch")
-    fails_with(lambda seqs, pad_id, side="right": tuple(t.bool() if i else t for i, t in enumerate(mine(seqs, pad_id, side))),
-               "pad_batch", "has dtype torch.bool, expected torch.int64")
+    fails_with(
+        lambda seqs, pad_id, side="right": tuple(t.bool() if i else t for i, t in enumerate(mine(seqs, pad_id, side))),
+        "pad_batch",
+        "has dtype torch.bool, expected torch.int64",
+    )
     fails_with(lambda seqs, pad_id, side="right": mine(seqs, pad_id, side)[0], "pad_batch", "should be a tuple")
 
 
@@ -174,7 +211,9 @@ def test_manifest_ok_debug_and_the_course_check(tmp_path):
     (tmp_path / "a.bin").write_bytes(b"x" * 9); (tmp_path / COMPLETE_MARKER).write_text("")
     (tmp_path / MANIFEST).write_text(json.dumps({"files": {"a.bin": 10}, "build_id": "x"}))
     ref = get_exercise("manifest_ok").reference
-    assert folder_ok(tmp_path) == ref({"files": {"a.bin": 10}}, {"a.bin": 9}) is False      # the same verdict as the course's
+    assert (
+        folder_ok(tmp_path) == ref({"files": {"a.bin": 10}}, {"a.bin": 9}) is False
+    )  # the same verdict as the course's
 
 
 def test_cosine_matrix_against_sentence_transformers():
@@ -241,23 +280,39 @@ def test_ln_ablation_checks_table_and_conclusion():
     e = get_exercise("ln_ablation")
     right = e.reference()
     passes(right, "ln_ablation")
-    assert right["conclusion"] == "pre" and right["table"]["post"][1] < 1.5            # the lesson's finding, at this profile
+    assert right["conclusion"] == "pre" and right["table"]["post"][1] < 1.5  # the lesson's finding, at this profile
     fails_with({**right, "conclusion": "Pre-LN"}, "ln_ablation", "conclusion'] should be 'pre'")
     fails_with({"table": right["table"]}, "ln_ablation", "has keys ['table'], expected ['conclusion', 'table']")
-    worse = {"table": {"pre": [right["table"]["pre"][0] * 1.1, right["table"]["pre"][1]], "post": right["table"]["post"]}, "conclusion": "pre"}
+    worse = {
+        "table": {"pre": [right["table"]["pre"][0] * 1.1, right["table"]["pre"][1]], "post": right["table"]["post"]},
+        "conclusion": "pre",
+    }
     fails_with(worse, "ln_ablation", "item 0 of your answer['table']['pre']")
 
 
 # --- lesson 03 -------------------------------------------------------------------------------------------------
 def test_causal_mask_feedback():
-    passes(lambda T_q, T_k=None: torch.arange(T_k or T_q)[None, :] <= torch.arange(T_q)[:, None] + ((T_k or T_q) - T_q), "causal_mask")
-    fails_with(lambda T_q, T_k=None: torch.ones(T_q, T_k or T_q, dtype=torch.bool).triu(), "causal_mask", "upper triangle")
+    passes(
+        lambda T_q, T_k=None: torch.arange(T_k or T_q)[None, :] <= torch.arange(T_q)[:, None] + ((T_k or T_q) - T_q),
+        "causal_mask",
+    )
+    fails_with(
+        lambda T_q, T_k=None: torch.ones(T_q, T_k or T_q, dtype=torch.bool).triu(), "causal_mask", "upper triangle"
+    )
     fails_with(lambda T_q, T_k=None: torch.ones(T_q, T_k or T_q, dtype=torch.bool).tril(-1), "causal_mask",
                "the diagonal is excluded", "expected True, got False")
     fails_with(lambda T_q, T_k=None: torch.ones(T_q, T_k or T_q).tril((T_k or T_q) - T_q), "causal_mask",
                "dtype torch.float32, expected torch.bool")
-    fails_with(lambda T_q, T_k=None: torch.ones(T_q, T_k or T_q, dtype=torch.bool).tril(), "causal_mask", "cached keys are ignored")
-    fails_with(lambda T_q, T_k=None: torch.ones(T_q, T_q, dtype=torch.bool).tril(), "causal_mask", "has shape (2, 2), expected (2, 5)")
+    fails_with(
+        lambda T_q, T_k=None: torch.ones(T_q, T_k or T_q, dtype=torch.bool).tril(),
+        "causal_mask",
+        "cached keys are ignored",
+    )
+    fails_with(
+        lambda T_q, T_k=None: torch.ones(T_q, T_q, dtype=torch.bool).tril(),
+        "causal_mask",
+        "has shape (2, 2), expected (2, 5)",
+    )
 
 
 def test_attention_debug_matches_torch_and_names_the_planted_bug():
@@ -269,9 +324,16 @@ def test_attention_debug_matches_torch_and_names_the_planted_bug():
     q = k = v = torch.randn(2, 4, 3)
     torch.testing.assert_close(mine(q, k, v), F.scaled_dot_product_attention(q, k, v), rtol=0, atol=1e-6)
     ns = {"math": math}
-    exec(X.get_exercise("attention").task.split("```python\n")[1].split("```")[0], ns)    # the buggy code the student gets
+    exec(
+        X.get_exercise("attention").task.split("```python\n")[1].split("```")[0], ns
+    )  # the buggy code the student gets
     fails_with(ns["attention"], "attention", "the planted bug")
-    fails_with(lambda q, k, v, mask=None: (q @ k.transpose(-1, -2)).softmax(-1), "attention", "has shape", "expected (2, 3, 5, 8)")
+    fails_with(
+        lambda q, k, v, mask=None: (q @ k.transpose(-1, -2)).softmax(-1),
+        "attention",
+        "has shape",
+        "expected (2, 3, 5, 8)",
+    )
 
 
 # --- the machinery ---------------------------------------------------------------------------------------------
@@ -294,15 +356,33 @@ def test_answers_travel_as_json_and_judge_never_calls_student_code():
 
 
 def test_encode_decode_round_trip_and_refusals():
-    x = {"a": (1, 2.5, float("nan"), None, True, "s"), "t": torch.arange(6).reshape(2, 3), "f": torch.tensor([1., float("inf")]),
-         "b": torch.ones(2, dtype=torch.bool), "h": torch.ones(2, dtype=torch.bfloat16), "n": np.arange(4.).reshape(2, 2), "i": np.int32(7)}
+    x = {
+        "a": (1, 2.5, float("nan"), None, True, "s"),
+        "t": torch.arange(6).reshape(2, 3),
+        "f": torch.tensor([1.0, float("inf")]),
+        "b": torch.ones(2, dtype=torch.bool),
+        "h": torch.ones(2, dtype=torch.bfloat16),
+        "n": np.arange(4.0).reshape(2, 2),
+        "i": np.int32(7),
+    }
     y = decode(json.loads(json.dumps(encode(x), allow_nan=False)))
     assert isinstance(y["a"], tuple) and math.isnan(y["a"][2]) and y["a"][4] is True and y["i"] == 7
     for k in ("t", "f", "b", "h"): assert torch.equal(y[k], x[k]) and y[k].dtype == x[k].dtype
     assert np.array_equal(y["n"], x["n"])
-    for bad in ({1, 2}, torch.nn.Linear(2, 2), (i for i in range(2)), {1: "int key"}, torch.ones(2, dtype=torch.complex64)):
+    for bad in (
+        {1, 2},
+        torch.nn.Linear(2, 2),
+        (i for i in range(2)),
+        {1: "int key"},
+        torch.ones(2, dtype=torch.complex64),
+    ):
         with pytest.raises(X.AnswerNotEncodable, match="cannot read"): encode(bad)
-    for bad in ({"tuple": [1], "x": 2}, {"float": "1e3"}, {"tensor": {"dtype": "torch.float32", "shape": [3], "values": [1]}}, {"eval": "1"}):
+    for bad in (
+        {"tuple": [1], "x": 2},
+        {"float": "1e3"},
+        {"tensor": {"dtype": "torch.float32", "shape": [3], "values": [1]}},
+        {"eval": "1"},
+    ):
         with pytest.raises(ValueError, match="not an encoded answer"): decode(bad)
 
 
@@ -351,7 +431,10 @@ def test_check_shows_feedback_and_raises_assertion_error(capsys):
 
 def test_check_result_text_and_points():
     r = CheckResult("x", 2, 3, 2.0, ["on a: wrong"], "do it right")
-    assert r.points == 1.33 and r.text() == "NOT YET x: 2 of 3 tests passed (1.33/2 points).\n- on a: wrong\nHint: do it right"
+    assert (
+        r.points == 1.33
+        and r.text() == "NOT YET x: 2 of 3 tests passed (1.33/2 points).\n- on a: wrong\nHint: do it right"
+    )
     assert "\n\n**Hint:** do it right" in r._repr_markdown_()
     r.zeroed = "forbidden"
     assert r.points == 0 and not r.ok and "- forbidden" in r.text()
@@ -362,15 +445,21 @@ def test_compare_words():
     assert compare(torch.ones(3), torch.ones(3) + 1e-7) is None
     assert compare(torch.ones(3), np.ones(3)) == "the result should be a torch.Tensor, got ndarray"
     assert compare(2.0, "2x") == "the result should be a number, got str"
-    assert compare((1, [2, 3]), (1, [2, 4])) == "item 1 of item 1 of the result should be 3, got 4 (expected [2, 3], got [2, 4])"
-    assert "differs at index (1,): expected 2, got 5 (1 of 3 values differ" in compare(np.array([1., 2, 3]), np.array([1., 5, 3]))
+    assert (
+        compare((1, [2, 3]), (1, [2, 4]))
+        == "item 1 of item 1 of the result should be 3, got 4 (expected [2, 3], got [2, 4])"
+    )
+    assert "differs at index (1,): expected 2, got 5 (1 of 3 values differ" in compare(
+        np.array([1.0, 2, 3]), np.array([1.0, 5, 3])
+    )
     assert compare({"table": {"a": 1.0}}, {"table": {"a": 1.5}}) == "the result['table']['a'] should be 1, got 1.5"
     assert compare("pre", "post") == "the result should be 'pre', got 'post'"
 
 
 def test_register_rejects_a_clash_and_replaces_a_reload():
     e = EXERCISES["merge_pair"]
-    with pytest.raises(ValueError, match="exists already"): X.register(Exercise(**{**e.__dict__, "notebook": "ex99_other"}))
+    with pytest.raises(ValueError, match="exists already"):
+        X.register(Exercise(**{**e.__dict__, "notebook": "ex99_other"}))
     again = Exercise(**e.__dict__)
     try: assert X.register(again) is again and EXERCISES["merge_pair"] is again
     finally: X.register(e)
@@ -397,17 +486,24 @@ def test_exercise_notebook_metadata_is_valid(path):
 def test_metadata_validator_catches_broken_notebooks():
     path = NBS / "ex03_attention.ipynb"
     nb = json.loads(path.read_text())
-    check_cell = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "causal_mask_check")
+    check_cell = next(
+        c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "causal_mask_check"
+    )
     check_cell["metadata"]["nbgrader"]["points"] = 3.0
     assert any("points 3.0 differ" in p for p in exercise_notebook_problems(nb, "ex03_attention"))
     nb = json.loads(path.read_text())
     sol = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "attention_solution")
     sol["metadata"]["nbgrader"]["grade_id"] = "causal_mask_solution"
     probs = exercise_notebook_problems(nb, "ex03_attention")
-    assert "grade_id 'causal_mask_solution' is used twice" in probs and any("exercise attention has cells" in p for p in probs)
+    assert "grade_id 'causal_mask_solution' is used twice" in probs and any(
+        "exercise attention has cells" in p for p in probs
+    )
     nb = json.loads(path.read_text())
     nb["cells"] = [c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") != "attention_check"]
-    assert any("exercise attention has cells ['solution', 'task']" in p for p in exercise_notebook_problems(nb, "ex03_attention"))
+    assert any(
+        "exercise attention has cells ['solution', 'task']" in p
+        for p in exercise_notebook_problems(nb, "ex03_attention")
+    )
 
 
 def test_check_writes_nothing_to_stderr(capsys):

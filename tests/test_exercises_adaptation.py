@@ -60,7 +60,8 @@ def test_bootstrap_width():
     w = A._boot_width()
     assert 0.06 < w < 0.08, w                                       # 2 * 1.96 * sqrt(.85 * .15 / 400) = 0.070
     assert run("bootstrap_width", 2 * 1.96 * math.sqrt(0.85 * 0.15 / 400)).ok and run("bootstrap_width", 0.07).ok
-    for mistake, wrong in get_exercise("bootstrap_width").mistakes.items(): assert_named("bootstrap_width", wrong(), mistake)
+    for mistake, wrong in get_exercise("bootstrap_width").mistakes.items():
+        assert_named("bootstrap_width", wrong(), mistake)
     assert_named("bootstrap_width", 0.0357, "1.96 standard errors")   # the half-width, typed by hand
     for lazy in (0, ..., "wide"): assert_zero("bootstrap_width", lazy)
 
@@ -95,9 +96,10 @@ def test_diff_interval():
 def test_lora_trainable():
     n = A._peft_trainable()
     r = A.LORA_COUNT_CONFIG["r"]
-    assert n == 6 * r * (3 * 768 + 2 * 1920) + r * 768              # q, v, attention output, intermediate, output; the pooler
+    assert n == 6 * r * (3 * 768 + 2 * 1920) + r * 768  # q, v, attention output, intermediate, output; the pooler
     assert run("lora_trainable", n).ok and run("lora_trainable", float(n)).ok
-    for mistake, wrong in get_exercise("lora_trainable").mistakes.items(): assert_named("lora_trainable", wrong(), mistake)
+    for mistake, wrong in get_exercise("lora_trainable").mistakes.items():
+        assert_named("lora_trainable", wrong(), mistake)
     r1 = run("lora_trainable", n + 1)
     assert not r1.ok and "r * (d_in + d_out)" in r1.text()
     for lazy in (0, ..., None): assert_zero("lora_trainable", lazy)
@@ -164,6 +166,8 @@ def test_init_lora():
     for mistake, wrong in get_exercise("init_lora").mistakes.items(): assert_named("init_lora", wrong, mistake)
     def swapped(d_in, d_out, r, generator=None): return torch.zeros(r, d_in), torch.randn(d_out, r, generator=generator)
     assert_named("init_lora", swapped, "the other way round")
-    def gaussian(d_in, d_out, r, generator=None): return torch.randn(r, d_in, generator=generator), torch.zeros(d_out, r)
+
+    def gaussian(d_in, d_out, r, generator=None):
+        return torch.randn(r, d_in, generator=generator), torch.zeros(d_out, r)
     assert_named("init_lora", gaussian, "nn.Linear's weights")
     for lazy in (stub, first, zero): assert_zero("init_lora", lazy)

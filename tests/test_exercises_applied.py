@@ -54,7 +54,8 @@ def test_cases_are_deterministic_given_the_seed(ex):
         for u, v in zip(x.args, y.args):
             if isinstance(u, torch.Tensor): assert torch.equal(u, v)
             elif isinstance(u, np.ndarray): assert np.array_equal(u, v)
-            elif isinstance(u, list) and u and isinstance(u[0], torch.Tensor): assert all(torch.equal(p, q) for p, q in zip(u, v))
+            elif isinstance(u, list) and u and isinstance(u[0], torch.Tensor):
+                assert all(torch.equal(p, q) for p, q in zip(u, v))
             else: assert u == v
 
 
@@ -138,9 +139,16 @@ def _zero_shot_by_norms(image_embeds, prompt_embeds):
     mean = prompt_embeds.mean(1)
     return (image_embeds @ mean.T) / mean.norm(dim=-1)
 
-OTHER_WAY = {"zero_shot_logits": _zero_shot_by_norms, "calibrate": _calibrate_logspace, "word_logprob": _word_logprob_loop, "absmax_quantize": _absmax_loop,
-             "clip_scaled_grads": _clip_grads_torch, "ndcg_at_k": _ndcg_loop, "oos_threshold": _threshold_midpoint,
-             "clip_loss": _clip_loss_hf}
+OTHER_WAY = {
+    "zero_shot_logits": _zero_shot_by_norms,
+    "calibrate": _calibrate_logspace,
+    "word_logprob": _word_logprob_loop,
+    "absmax_quantize": _absmax_loop,
+    "clip_scaled_grads": _clip_grads_torch,
+    "ndcg_at_k": _ndcg_loop,
+    "oos_threshold": _threshold_midpoint,
+    "clip_loss": _clip_loss_hf,
+}
 
 
 @pytest.mark.parametrize("name", sorted(OTHER_WAY))
@@ -154,9 +162,15 @@ def _stubs(ex):
     n_args = len(ex.cases(0)[0].args)
     def stub(*a, **k): raise NotImplementedError()
     first = lambda *a, **k: a[0]
-    zeros = lambda *a, **k: (torch.zeros_like(a[0]) if isinstance(a[0], torch.Tensor) else
-                             [torch.zeros_like(g) for g in a[0]] if isinstance(a[0], list) and isinstance(a[0][0], torch.Tensor)
-                             else np.zeros_like(a[0]) if isinstance(a[0], np.ndarray) else 0.0)
+    zeros = lambda *a, **k: (
+        torch.zeros_like(a[0])
+        if isinstance(a[0], torch.Tensor)
+        else [torch.zeros_like(g) for g in a[0]]
+        if isinstance(a[0], list) and isinstance(a[0][0], torch.Tensor)
+        else np.zeros_like(a[0])
+        if isinstance(a[0], np.ndarray)
+        else 0.0
+    )
     return {"the stub": stub, "the input unchanged": first, "zeros": zeros, "0": lambda *a, **k: 0,
             "None": lambda *a, **k: None, "a string": lambda *a, **k: "?"}
 
@@ -169,17 +183,27 @@ def test_doing_nothing_earns_zero_and_never_crashes(ex):
         assert res.text()
 
 
-VALUES = {"scope_sweep": lambda: {"table": A._scope_table(), "conclusion": A.SCOPE_CONCLUSIONS[0]},
-          "norm_sweep": lambda: {"table": A._norm_table(), "conclusion": max(
-              ("sum", "mean"), key=lambda n: A._norm_table()[f"{n}, 0-shot"] + A._norm_table()[f"{n}, 1-shot"])},
-          "prompt_choice": lambda: {p: max(s, key=s.get) for p, s in A.prompt_pair_scores().items()},
-          "adamw_memory_mb": lambda: 16 * A.smollm2_parameters()["unique"] / 1e6 * 1.01,
-          "random_ranking": lambda: {k: v * 1.05 for k, v in A.random_ranking_expectation().items()},
-          "loss_floor": lambda: round(A._floor_truth(), 2),
-          "accumulation_sweep": lambda: {"table": {k: v + 0.005 for k, v in A.accumulation_table().items()},
-                                         "conclusion": A._accumulation_conclusion(A.accumulation_table())},
-          "temperature_sweep": lambda: {"table": dict(A.clip_temperature_table()),
-                                        "conclusion": min(A.clip_temperature_table(), key=A.clip_temperature_table().get)}}
+VALUES = {
+    "scope_sweep": lambda: {"table": A._scope_table(), "conclusion": A.SCOPE_CONCLUSIONS[0]},
+    "norm_sweep": lambda: {
+        "table": A._norm_table(),
+        "conclusion": max(
+            ("sum", "mean"), key=lambda n: A._norm_table()[f"{n}, 0-shot"] + A._norm_table()[f"{n}, 1-shot"]
+        ),
+    },
+    "prompt_choice": lambda: {p: max(s, key=s.get) for p, s in A.prompt_pair_scores().items()},
+    "adamw_memory_mb": lambda: 16 * A.smollm2_parameters()["unique"] / 1e6 * 1.01,
+    "random_ranking": lambda: {k: v * 1.05 for k, v in A.random_ranking_expectation().items()},
+    "loss_floor": lambda: round(A._floor_truth(), 2),
+    "accumulation_sweep": lambda: {
+        "table": {k: v + 0.005 for k, v in A.accumulation_table().items()},
+        "conclusion": A._accumulation_conclusion(A.accumulation_table()),
+    },
+    "temperature_sweep": lambda: {
+        "table": dict(A.clip_temperature_table()),
+        "conclusion": min(A.clip_temperature_table(), key=A.clip_temperature_table().get),
+    },
+}
 
 
 @pytest.mark.parametrize("ex", [e for e in MINE if not e.wants_function], ids=lambda e: e.name)
@@ -248,7 +272,8 @@ def test_references_agree_with_the_libraries():
         for p, g in zip(ps, grads): p.grad = g.clone()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(ps, max_norm)
-        for ours, theirs in zip(A._clip_ref(grads, S, max_norm), ps): assert torch.allclose(ours, theirs.grad, rtol=1e-6)
+        for ours, theirs in zip(A._clip_ref(grads, S, max_norm), ps):
+            assert torch.allclose(ours, theirs.grad, rtol=1e-6)
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
     for c in get_exercise("absmax_quantize").cases(3):
         w = c.args[0]
@@ -272,7 +297,9 @@ def test_exercise_notebooks_carry_nbgrader_metadata(stem):
     path = ROOT / "nbs" / "exercises" / f"{stem}.ipynb"
     assert exercise_notebook_problems(path) == []
     text = path.read_text()
-    lesson = {"ex09": "09_prompting", "ex10": "10_efficiency", "ex11": "11_applications", "ex12": "12_multimodal"}[stem[:4]]
+    lesson = {"ex09": "09_prompting", "ex10": "10_efficiency", "ex11": "11_applications", "ex12": "12_multimodal"}[
+        stem[:4]
+    ]
     assert f"](../{lesson}.ipynb)" in text
     for e in MINE:
         if e.notebook == stem: assert f'"grade_id": "{e.name}_check"' in text

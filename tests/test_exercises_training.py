@@ -114,7 +114,8 @@ def test_mask_tokens():
     assert run("mask_tokens", mask_tokens, seed=5).ok
     for mistake, wrong in get_exercise("mask_tokens").mistakes.items(): assert_named("mask_tokens", wrong, mistake)
     def nothing(input_ids, *a, **k): return input_ids.clone(), torch.full_like(input_ids, -100)
-    r = assert_zero("mask_tokens", nothing)                     # masks nothing: no ZeroDivisionError, a sentence instead
+
+    r = assert_zero("mask_tokens", nothing)  # masks nothing: no ZeroDivisionError, a sentence instead
     assert "no token was chosen" in r.text()
     def labels_all(input_ids, *a, **k): return input_ids.clone(), input_ids.clone()
     assert_zero("mask_tokens", labels_all)
@@ -139,7 +140,8 @@ def test_sample_next():
     assert_named("sample_next", T._sample_times, "multiplied by the temperature")
     assert_named("sample_next", lambda logits, temperature=1.0, generator=None:
                  torch.multinomial(logits.softmax(-1), 1, generator=generator), "temperature is ignored")
-    for lazy in (stub, first, zero, lambda logits, *a, **k: torch.zeros(len(logits), dtype=torch.long)): assert_zero("sample_next", lazy)
+    for lazy in (stub, first, zero, lambda logits, *a, **k: torch.zeros(len(logits), dtype=torch.long)):
+        assert_zero("sample_next", lazy)
 
 def pretrain_gpt(model, ids, steps, batch_size, lr, seed=0):
     "Written differently: the pair cut from one window of T + 1 tokens."
@@ -197,7 +199,8 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
 def test_cross_entropy():
     assert run("cross_entropy", cross_entropy).ok
     for mistake, wrong in get_exercise("cross_entropy").mistakes.items(): assert_named("cross_entropy", wrong, mistake)
-    for lazy in (stub, first, zero, lambda logits, labels, eps=0.0: torch.tensor(0.0)): assert_zero("cross_entropy", lazy)
+    for lazy in (stub, first, zero, lambda logits, labels, eps=0.0: torch.tensor(0.0)):
+        assert_zero("cross_entropy", lazy)
 
 def predict_proba(model, tokenizer, texts):
     "Written differently: one text at a time, so no padding at all."
@@ -218,7 +221,8 @@ def test_predict_proba():
     def second_head(model, tokenizer, texts):
         model.eval()
         head = torch.nn.Linear(model.config.num_labels, model.config.num_labels)
-        with torch.no_grad(): return head(model(**tokenizer(texts, padding=True, return_tensors="pt")).logits).softmax(-1)
+        with torch.no_grad():
+            return head(model(**tokenizer(texts, padding=True, return_tensors="pt")).logits).softmax(-1)
     assert_named("predict_proba", second_head, "own classification head")
     def train_mode(model, tokenizer, texts):
         return model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1)

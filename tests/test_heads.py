@@ -21,7 +21,9 @@ CFG = EncoderConfig(vocab_size=50, block_size=32, n_layer=3, n_head=2, n_embd=16
 def _pad(ids: torch.Tensor, am: torch.Tensor, extra: int, pad_id: int = 0):
     "The same batch with `extra` more padding positions on the right."
     B = ids.shape[0]
-    return torch.cat([ids, torch.full((B, extra), pad_id)], 1), torch.cat([am, torch.zeros(B, extra, dtype=am.dtype)], 1)
+    return torch.cat([ids, torch.full((B, extra), pad_id)], 1), torch.cat(
+        [am, torch.zeros(B, extra, dtype=am.dtype)], 1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +127,10 @@ def test_freeze_counts_exact_on_our_encoder():
     assert freeze(clf, 1) == dict(trainable=head + block, total=total)
     assert freeze(clf, 3) == dict(trainable=head + 3 * block, total=total)
     assert freeze(clf, "all") == dict(trainable=total, total=total)
-    assert [n for n, p in clf.named_parameters() if p.requires_grad and n.startswith("backbone.w")] == ["backbone.wte.weight", "backbone.wpe.weight"]
+    assert [n for n, p in clf.named_parameters() if p.requires_grad and n.startswith("backbone.w")] == [
+        "backbone.wte.weight",
+        "backbone.wpe.weight",
+    ]
     with pytest.raises(ValueError, match="0..3"): freeze(clf, 4)
     with pytest.raises(ValueError, match="'head', 'all'"): freeze(clf, "some")
 
@@ -178,7 +183,13 @@ def test_layerwise_param_groups_drive_fit():
     emb_before = clf.backbone.wte.weight.detach().clone()
     spy = _LRs()
     loader = torch.utils.data.DataLoader(_toy_batches(), batch_size=None)
-    fit(clf, loader, config=TrainConfig(max_steps=4, warmup_steps=2, progress=False, plot=False), param_groups=groups, callbacks=[spy])
+    fit(
+        clf,
+        loader,
+        config=TrainConfig(max_steps=4, warmup_steps=2, progress=False, plot=False),
+        param_groups=groups,
+        callbacks=[spy],
+    )
     factors = [0.5, 1.0, 0.5, 0.0]   # after steps 1..4: warm-up half, peak, cosine half-way, end
     for lrs, f in zip(spy.lrs, factors): torch.testing.assert_close(torch.tensor(lrs), base * f, rtol=1e-12, atol=1e-15)
     assert not torch.equal(clf.backbone.wte.weight, emb_before)        # the embeddings group did learn
@@ -238,14 +249,25 @@ def test_lora_targets_refuses_an_unknown_architecture():
 
 # ---------------------------------------------------------------- save / load
 
-TEXTS = ["great stuff, loved it", "terrible, never again", "it is a Tuesday", "ok", "the service was slow but the food was fine"]
+TEXTS = [
+    "great stuff, loved it",
+    "terrible, never again",
+    "it is a Tuesday",
+    "ok",
+    "the service was slow but the food was fine",
+]
 
 
 def test_save_load_round_trip_our_encoder(tmp_path, minilm_parts):
     _, tok = minilm_parts
     set_seed(0)
-    clf = SequenceClassifier(Encoder(EncoderConfig(vocab_size=len(tok), block_size=64, n_layer=2, n_head=2, n_embd=16)), 3,
-                             pooling="max", label_names=["a", "b", "c"], class_weights=torch.tensor([1.0, 2.0, 3.0]))
+    clf = SequenceClassifier(
+        Encoder(EncoderConfig(vocab_size=len(tok), block_size=64, n_layer=2, n_head=2, n_embd=16)),
+        3,
+        pooling="max",
+        label_names=["a", "b", "c"],
+        class_weights=torch.tensor([1.0, 2.0, 3.0]),
+    )
     with torch.no_grad():
         for p in clf.parameters(): p.add_(0.1 * torch.randn_like(p))   # not the initial weights
     before = TextClassifier(clf, tok, 64).predict(TEXTS)
@@ -299,8 +321,12 @@ def _distinct_rows(probs: np.ndarray, tol: float) -> bool:
 def test_predict_keeps_the_input_order(minilm_parts):
     _, tok = minilm_parts
     set_seed(0)
-    model = SequenceClassifier(Encoder(EncoderConfig(vocab_size=len(tok), block_size=64, n_layer=2, n_head=2, n_embd=16)),
-                               3, pooling="mean", label_names=["a", "b", "c"])
+    model = SequenceClassifier(
+        Encoder(EncoderConfig(vocab_size=len(tok), block_size=64, n_layer=2, n_head=2, n_embd=16)),
+        3,
+        pooling="mean",
+        label_names=["a", "b", "c"],
+    )
     with torch.no_grad():
         for p in model.parameters(): p.add_(0.5 * torch.randn_like(p))   # texts get clearly different probabilities
     clf = TextClassifier(model, tok, 64)
@@ -377,8 +403,18 @@ def test_cli_predict_rows_match_the_input_rows(minilm_parts, tmp_path):
     with torch.no_grad(): clf.classifier.weight.mul_(40)   # a sharp head: every text gets its own score
     save_classifier(clf, tok, tmp_path / "model", max_length=48)
     _write(tmp_path / "in.csv", [(t,) for t in MIXED], header=("text",))
-    status, _, err = _main(["predict", tmp_path / "model", "--input", tmp_path / "in.csv", "--output", tmp_path / "out.csv",
-                            "--batch-size", 4])
+    status, _, err = _main(
+        [
+            "predict",
+            tmp_path / "model",
+            "--input",
+            tmp_path / "in.csv",
+            "--output",
+            tmp_path / "out.csv",
+            "--batch-size",
+            4,
+        ]
+    )
     assert status == 0, err
     got = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
     ref = _one_at_a_time(load_classifier(tmp_path / "model"), MIXED)
@@ -391,8 +427,24 @@ def test_cli_predict_rows_match_the_input_rows(minilm_parts, tmp_path):
 
 def test_cli_head_method_and_epochs(tmp_path):
     _write(tmp_path / "train.csv", _rows(8, 3))
-    status, out, err = _main(["finetune", "--train", tmp_path / "train.csv", "--out", tmp_path / "m", "--method", "head",
-                              "--epochs", 1, "--batch-size", 4, "--max-length", 32, "--quiet"])
+    status, out, err = _main(
+        [
+            "finetune",
+            "--train",
+            tmp_path / "train.csv",
+            "--out",
+            tmp_path / "m",
+            "--method",
+            "head",
+            "--epochs",
+            1,
+            "--batch-size",
+            4,
+            "--max-length",
+            32,
+            "--quiet",
+        ]
+    )
     assert status == 0, err
     assert "2 steps" in out and "trainable 1,155" in out   # 8 rows / 4 per step; head: 384 * 3 + 3
 
@@ -411,7 +463,9 @@ BAD_TRAIN = {
 def test_cli_bad_training_csv(tmp_path, case):
     data, message = BAD_TRAIN[case]
     (tmp_path / "train.csv").write_bytes(data)
-    status, out, err = _main(["finetune", "--train", tmp_path / "train.csv", "--out", tmp_path / "m", "--max-steps", 1, "--quiet"])
+    status, out, err = _main(
+        ["finetune", "--train", tmp_path / "train.csv", "--out", tmp_path / "m", "--max-steps", 1, "--quiet"]
+    )
     assert status == 2 and message in err and "Traceback" not in err
     assert err.startswith("llm-course finetune: error:")
     assert not (tmp_path / "m").exists()
@@ -420,14 +474,18 @@ def test_cli_bad_training_csv(tmp_path, case):
 def test_cli_bad_inputs_around_training(tmp_path):
     _write(tmp_path / "train.csv", [("good", "positive"), ("bad", "negative")])
     _write(tmp_path / "valid.csv", [("meh", "neutral")])
-    status, _, err = _main(["finetune", "--train", tmp_path / "train.csv", "--valid", tmp_path / "valid.csv", "--out", tmp_path / "m"])
+    status, _, err = _main(
+        ["finetune", "--train", tmp_path / "train.csv", "--valid", tmp_path / "valid.csv", "--out", tmp_path / "m"]
+    )
     assert status == 2 and "['neutral'] were not in the training data" in err
     (tmp_path / "mine").mkdir(); (tmp_path / "mine" / "x.txt").write_text("keep")
     status, _, err = _main(["finetune", "--train", tmp_path / "train.csv", "--out", tmp_path / "mine"])
     assert status == 2 and "refusing to overwrite" in err and (tmp_path / "mine" / "x.txt").exists()
     status, _, err = _main(["finetune", "--train", tmp_path / "nope.csv", "--out", tmp_path / "m"])
     assert status == 2 and "no such file" in err
-    status, _, err = _main(["finetune", "--train", tmp_path / "train.csv", "--out", tmp_path / "m", "--base-model", tmp_path / "no-model"])
+    status, _, err = _main(
+        ["finetune", "--train", tmp_path / "train.csv", "--out", tmp_path / "m", "--base-model", tmp_path / "no-model"]
+    )
     assert status == 2 and "neither 'minilm' nor a folder" in err
 
 
@@ -438,7 +496,9 @@ def test_cli_predict_bad_csvs(trained, tmp_path):
              "not utf-8": (b"text\n\xff\xfe oops\n", "not UTF-8")}
     for name, (data, message) in cases.items():
         (tmp_path / "in.csv").write_bytes(data)
-        status, _, err = _main(["predict", d / "model", "--input", tmp_path / "in.csv", "--output", tmp_path / "out.csv"])
+        status, _, err = _main(
+            ["predict", d / "model", "--input", tmp_path / "in.csv", "--output", tmp_path / "out.csv"]
+        )
         assert status == 2 and message in err and "Traceback" not in err, name
         assert not (tmp_path / "out.csv").exists(), name
     (tmp_path / "in.csv").write_bytes(b"text\nhello\n")                  # a good input: the model folder is the problem
@@ -459,8 +519,26 @@ def test_cli_full_method_on_a_local_hf_folder(tmp_path, minilm_parts):
     model, tok = minilm_parts
     model.save_pretrained(tmp_path / "base"); tok.save_pretrained(tmp_path / "base")
     _write(tmp_path / "train.csv", _rows(8, 4))
-    status, out, err = _main(["finetune", "--train", tmp_path / "train.csv", "--out", tmp_path / "m", "--base-model", tmp_path / "base",
-                              "--method", "full", "--max-steps", 1, "--batch-size", 4, "--max-length", 16, "--quiet"])
+    status, out, err = _main(
+        [
+            "finetune",
+            "--train",
+            tmp_path / "train.csv",
+            "--out",
+            tmp_path / "m",
+            "--base-model",
+            tmp_path / "base",
+            "--method",
+            "full",
+            "--max-steps",
+            1,
+            "--batch-size",
+            4,
+            "--max-length",
+            16,
+            "--quiet",
+        ]
+    )
     assert status == 0, err
     assert "1 step in" in out
     clf = load_classifier(tmp_path / "m")

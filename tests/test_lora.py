@@ -1,5 +1,7 @@
-"""Checks of llm_course.lora: parity with peft (LoRA with non-zero B, prompt and prefix tuning), merge/unmerge, adapter-only
-save/load, ours -> peft -> ours conversion, freezing, bad input, adapters and prompt tuning shapes and identity at start."""
+"""Checks of llm_course.lora: parity with peft (LoRA with non-zero B, prompt and prefix tuning), merge/unmerge,
+adapter-only
+save/load, ours -> peft -> ours conversion, freezing, bad input, adapters and prompt tuning shapes and identity at
+start."""
 import copy, json
 
 import pytest
@@ -22,7 +24,9 @@ def minilm():
     set_seed(0)
     model = load_minilm_classifier(3).eval()
     tok = load_minilm_tokenizer()
-    batch = tok(["the bank's shares fell", "a quiet win for the home side, two goals to nil"], padding=True, return_tensors="pt")
+    batch = tok(
+        ["the bank's shares fell", "a quiet win for the home side, two goals to nil"], padding=True, return_tensors="pt"
+    )
     return model, batch
 
 
@@ -51,7 +55,8 @@ def logits(model, batch):
     with torch.no_grad(): return model(**batch).logits
 
 
-# --- parity with peft --------------------------------------------------------------------------------------------------
+# --- parity with peft
+# --------------------------------------------------------------------------------------------------
 
 def test_lora_matches_peft_with_nonzero_B(minilm):
     base, batch = minilm
@@ -70,14 +75,18 @@ def test_parity_fails_if_scaling_is_wrong():
     "The parity check can fail: the same A and B with another scaling gives other outputs."
     base, batch = tiny_bert(), tiny_batch()
     ours = add_lora(copy.deepcopy(base), ["query", "value"], r=2, lora_alpha=4).eval()
-    theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"])).eval()
+    theirs = get_peft_model(
+        copy.deepcopy(base), LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"])
+    ).eval()
     randomize_B(ours); copy_lora_weights(ours, theirs)
     torch.testing.assert_close(logits(ours, batch), logits(theirs, batch), rtol=0, atol=1e-6)
     for m in lora_layers(ours).values(): m.scaling = 4 / 2 ** 0.5     # rsLoRA's scaling, not plain LoRA's
     assert (logits(ours, batch) - logits(theirs, batch)).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("targets", [["query"], ["attention.output.dense", "intermediate.dense"], r".*\.layer\.1\..*(key|value)", ["dense"]])
+@pytest.mark.parametrize(
+    "targets", [["query"], ["attention.output.dense", "intermediate.dense"], r".*\.layer\.1\..*(key|value)", ["dense"]]
+)
 def test_target_matching_agrees_with_peft(targets):
     base = tiny_bert()
     ours = set(lora_layers(add_lora(copy.deepcopy(base), targets)))
@@ -107,7 +116,11 @@ def test_prefix_tuning_matches_peft_on_gpt2():
     with torch.no_grad(): ours.prefix.copy_(prefix_from_peft(theirs.prompt_encoder.default.embedding.weight, 2, 2))
     ids = torch.randint(0, 40, (2, 9)); am = torch.ones_like(ids); am[0, -4:] = 0
     with torch.no_grad():
-        lo, lt, lb = ours(ids, attention_mask=am)[0], theirs(input_ids=ids, attention_mask=am).logits, gpt(ids, attention_mask=am)[0]
+        lo, lt, lb = (
+            ours(ids, attention_mask=am)[0],
+            theirs(input_ids=ids, attention_mask=am).logits,
+            gpt(ids, attention_mask=am)[0],
+        )
     keep = am.bool()
     torch.testing.assert_close(lo[keep], lt[keep], rtol=0, atol=1e-5)
     assert (lo - lb)[keep].abs().max() > 1e-2
@@ -124,7 +137,11 @@ def test_prefix_tuning_on_hf_bert_matches_our_encoder():
     with torch.no_grad(): ours.prefix.normal_(); hf.prefix.copy_(ours.prefix)
     ids = torch.randint(0, 40, (2, 9)); am = torch.ones_like(ids); am[1, -3:] = 0
     with torch.no_grad():
-        ho, hh, h0 = ours(ids, attention_mask=am), hf(ids, attention_mask=am).last_hidden_state, enc(ids, attention_mask=am)
+        ho, hh, h0 = (
+            ours(ids, attention_mask=am),
+            hf(ids, attention_mask=am).last_hidden_state,
+            enc(ids, attention_mask=am),
+        )
         hh_nomask = hf(ids).last_hidden_state                      # sdpa without a mask: the hook must cope with None
     keep = am.bool()
     torch.testing.assert_close(ho[keep], hh[keep], rtol=0, atol=1e-5)
@@ -133,7 +150,8 @@ def test_prefix_tuning_on_hf_bert_matches_our_encoder():
     assert [n for n, p in hf.named_parameters() if p.requires_grad] == ["prefix"]
 
 
-# --- merge, save, convert ----------------------------------------------------------------------------------------------
+# --- merge, save, convert
+# ----------------------------------------------------------------------------------------------
 
 def test_merge_unmerge_same_outputs():
     base, batch = tiny_bert(), tiny_batch()
@@ -146,7 +164,9 @@ def test_merge_unmerge_same_outputs():
     assert not torch.equal(model.bert.encoder.layer[0].attention.self.query.base_layer.weight, w0)
     torch.testing.assert_close(logits(model, batch), before, rtol=0, atol=1e-5)
     unmerge_lora(model)
-    torch.testing.assert_close(model.bert.encoder.layer[0].attention.self.query.base_layer.weight, w0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        model.bert.encoder.layer[0].attention.self.query.base_layer.weight, w0, rtol=0, atol=1e-6
+    )
     torch.testing.assert_close(logits(model, batch), before, rtol=0, atol=1e-5)
 
 
@@ -183,7 +203,9 @@ def test_ours_to_peft_and_back(tmp_path):
 def test_peft_trained_adapter_loads_into_ours(tmp_path):
     "An adapter made by peft itself (its own init, then non-zero B) runs the same in our layers."
     base, batch = tiny_bert(), tiny_batch()
-    pm = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["key", "dense"], lora_dropout=0.1)).eval()
+    pm = get_peft_model(
+        copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["key", "dense"], lora_dropout=0.1)
+    ).eval()
     with torch.no_grad():
         for n, p in pm.named_parameters():
             if "lora_B" in n: p.normal_(0, 0.2)
@@ -204,17 +226,31 @@ def test_rslora_matches_peft_and_round_trips(tmp_path):
     "use_rslora: scaling alpha / sqrt(r) as peft's, saved and read back both ways (alpha / r here would differ by 2x at r=4)."
     base, batch = tiny_bert(), tiny_batch()
     ours = add_lora(copy.deepcopy(base), ["query", "value"], r=4, lora_alpha=6, use_rslora=True).eval()
-    theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=6, target_modules=["query", "value"], use_rslora=True)).eval()
+    theirs = get_peft_model(
+        copy.deepcopy(base), LoraConfig(r=4, lora_alpha=6, target_modules=["query", "value"], use_rslora=True)
+    ).eval()
     randomize_B(ours); copy_lora_weights(ours, theirs)
     assert all(m.scaling == 3.0 for m in lora_layers(ours).values())
     torch.testing.assert_close(logits(ours, batch), logits(theirs, batch), rtol=0, atol=1e-6)
     save_peft_adapter(ours, tmp_path / "p")
     assert json.loads((tmp_path / "p" / "adapter_config.json").read_text())["use_rslora"] is True
-    torch.testing.assert_close(logits(PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "p").eval(), batch), logits(ours, batch), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        logits(PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "p").eval(), batch),
+        logits(ours, batch),
+        rtol=0,
+        atol=1e-6,
+    )
     theirs.save_pretrained(tmp_path / "q")
-    torch.testing.assert_close(logits(load_peft_adapter(copy.deepcopy(base), tmp_path / "q").eval(), batch), logits(ours, batch), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        logits(load_peft_adapter(copy.deepcopy(base), tmp_path / "q").eval(), batch),
+        logits(ours, batch),
+        rtol=0,
+        atol=1e-6,
+    )
     save_lora(ours, tmp_path / "o")
-    torch.testing.assert_close(logits(load_lora(copy.deepcopy(base), tmp_path / "o").eval(), batch), logits(ours, batch), rtol=0, atol=0)
+    torch.testing.assert_close(
+        logits(load_lora(copy.deepcopy(base), tmp_path / "o").eval(), batch), logits(ours, batch), rtol=0, atol=0
+    )
 
 
 def test_prompt_tuning_class_label_init_matches_peft_text_init(minilm):
@@ -223,15 +259,24 @@ def test_prompt_tuning_class_label_init_matches_peft_text_init(minilm):
     base, _ = minilm
     tok = load_minilm_tokenizer()
     text = "negative neutral positive"
-    theirs = get_peft_model(copy.deepcopy(base), PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=7, prompt_tuning_init="TEXT",
-                                                                    prompt_tuning_init_text=text, tokenizer_name_or_path=tok.name_or_path))
+    theirs = get_peft_model(
+        copy.deepcopy(base),
+        PromptTuningConfig(
+            task_type="SEQ_CLS",
+            num_virtual_tokens=7,
+            prompt_tuning_init="TEXT",
+            prompt_tuning_init_text=text,
+            tokenizer_name_or_path=tok.name_or_path,
+        ),
+    )
     ours = PromptTuning(copy.deepcopy(base), 7, init_ids=tok(text)["input_ids"])
     torch.testing.assert_close(ours.prompt, theirs.prompt_encoder.default.embedding.weight, rtol=0, atol=0)
     assert not torch.equal(PromptTuning(copy.deepcopy(base), 7).prompt, ours.prompt)
     with pytest.raises(ValueError, match="init_ids is empty"): PromptTuning(copy.deepcopy(base), 7, init_ids=[])
 
 
-# --- freezing and training -----------------------------------------------------------------------------------------------
+# --- freezing and training
+# -----------------------------------------------------------------------------------------------
 
 def test_only_lora_and_saved_modules_train():
     base = tiny_bert()
@@ -258,14 +303,16 @@ def test_lora_training_changes_only_the_adapter():
     seq = torch.randint(0, 32, (1, 17), generator=g).repeat(16, 1)
     data = [dict(idx=s[:-1], targets=s[1:]) for s in seq]
     hist = fit(gpt, data, config=TrainConfig(lr=3e-2, max_steps=25, batch_size=8, progress=False, plot=False))
-    assert hist.loss[-1] < hist.loss[0] - 0.1, hist.loss   # frozen tiny (0.02-std) tied embeddings cap how far it can go
+    assert hist.loss[-1] < hist.loss[0] - 0.1, hist.loss  # frozen tiny (0.02-std) tied embeddings cap how far it can go
     for k, v in gpt.state_dict().items():
         if "lora_" not in k: assert torch.equal(v, frozen[k.replace(".base_layer.", ".")])
 
 
 def test_bitfit_and_training_memory():
     model = bitfit(tiny_bert(), ["classifier"])
-    assert all(n.endswith("bias") or n.startswith("classifier.") for n, p in model.named_parameters() if p.requires_grad)
+    assert all(
+        n.endswith("bias") or n.startswith("classifier.") for n, p in model.named_parameters() if p.requires_grad
+    )
     lora = add_lora(tiny_bert(), ["query"], r=2)
     mem = training_memory(lora, {**tiny_batch(), "labels": torch.tensor([0, 1])})
     assert mem["gradients"] == 4 * count_parameters(lora)["trainable"] and mem["optimizer"] == 2 * mem["gradients"]
@@ -274,11 +321,13 @@ def test_bitfit_and_training_memory():
     assert full["activations"] > mem["activations"] > 0
 
 
-# --- bad input -----------------------------------------------------------------------------------------------------------
+# --- bad input
+# -----------------------------------------------------------------------------------------------------------
 
 def test_bad_inputs():
     base = tiny_bert()
-    with pytest.raises(ValueError, match=r"matches no module.*attention\.self\.query"): add_lora(copy.deepcopy(base), ["qkv"])
+    with pytest.raises(ValueError, match=r"matches no module.*attention\.self\.query"):
+        add_lora(copy.deepcopy(base), ["qkv"])
     assert "bert.encoder.layer.*.attention.self.query" in linear_names(base)
     for r in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="positive integer"): add_lora(copy.deepcopy(base), ["query"], r=r)
@@ -288,21 +337,27 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="BertSelfAttention"): add_lora(copy.deepcopy(base), ["attention.self"])
     with pytest.raises(ValueError, match="has no LoRA layers"): merge_lora(copy.deepcopy(base))
     with pytest.raises(ValueError, match="no LoRA layer is merged"): unmerge_lora(twice)
-    with pytest.raises(ValueError, match="'classifier'"): add_lora(copy.deepcopy(base), ["query"], modules_to_save=["head"])
+    with pytest.raises(ValueError, match="'classifier'"):
+        add_lora(copy.deepcopy(base), ["query"], modules_to_save=["head"])
     with pytest.raises(ValueError, match="empty"): add_lora(copy.deepcopy(base), [])
     merged = merge_lora(add_lora(copy.deepcopy(base), ["value"]))
     with pytest.raises(ValueError, match="unmerge_lora"): save_lora(merged, "/nonexistent-never-written")
     with pytest.raises(ValueError, match="matches no linear layer"): add_adapters(copy.deepcopy(base), ["nope"])
     adapted = add_adapters(copy.deepcopy(base), ["attention.output.dense"], bottleneck=4)
-    with pytest.raises(ValueError, match="already has an adapter: call add_adapters once per layer"): add_adapters(adapted, ["attention.output.dense"])
+    with pytest.raises(ValueError, match="already has an adapter: call add_adapters once per layer"):
+        add_adapters(adapted, ["attention.output.dense"])
     with pytest.raises(ValueError, match="hidden width m"): BottleneckAdapter(16, 0)
-    with pytest.raises(ValueError, match="typical: 0.0 to 0.1"): add_lora(copy.deepcopy(base), ["query"], lora_dropout=-0.1)
+    with pytest.raises(ValueError, match="typical: 0.0 to 0.1"):
+        add_lora(copy.deepcopy(base), ["query"], lora_dropout=-0.1)
 
 
 def test_adapter_for_another_head_size_is_refused(tmp_path):
     "An adapter whose saved head has 3 classes does not load into a 4-class model: the error names both shapes and the fix."
     save_lora(add_lora(tiny_bert(3), ["query"], r=2, modules_to_save=["classifier"]), tmp_path)
-    with pytest.raises(ValueError, match=r"classifier\.(weight|bias): adapter shape \(3\b.*\) != model shape \(4\b.*base model it was trained on"):
+    with pytest.raises(
+        ValueError,
+        match=r"classifier\.(weight|bias): adapter shape \(3\b.*\) != model shape \(4\b.*base model it was trained on",
+    ):
         load_lora(tiny_bert(4), tmp_path)
 
 
@@ -314,14 +369,19 @@ def test_two_calls_on_different_layers_keep_both_trainable(tmp_path):
     assert all(p.requires_grad for n, p in model.named_parameters() if ".lora_" in n or n.startswith("classifier."))
     randomize_B(model); model.eval()
     save_lora(model, tmp_path)
-    torch.testing.assert_close(logits(load_lora(copy.deepcopy(base), tmp_path).eval(), batch), logits(model, batch), rtol=0, atol=0)
+    torch.testing.assert_close(
+        logits(load_lora(copy.deepcopy(base), tmp_path).eval(), batch), logits(model, batch), rtol=0, atol=0
+    )
 
 
-# --- adapters and prompt tuning ------------------------------------------------------------------------------------------
+# --- adapters and prompt tuning
+# ------------------------------------------------------------------------------------------
 
 def test_adapters_start_as_identity_and_train():
     base, batch = tiny_bert(), tiny_batch()
-    model = add_adapters(copy.deepcopy(base), ["attention.output.dense", "output.dense"], bottleneck=4, modules_to_save=["classifier"]).eval()
+    model = add_adapters(
+        copy.deepcopy(base), ["attention.output.dense", "output.dense"], bottleneck=4, modules_to_save=["classifier"]
+    ).eval()
     torch.testing.assert_close(logits(model, batch), logits(base, batch), rtol=0, atol=1e-6)
     adapters = [m for m in model.modules() if isinstance(m, BottleneckAdapter)]
     assert len(adapters) == 4 and adapters[0].down.weight.shape == (4, 16) and adapters[0].up.weight.shape == (16, 4)
@@ -340,7 +400,9 @@ def test_prompt_tuning_shapes():
     out = pt(**batch, labels=torch.tensor([0, 1, 2]))
     assert out.logits.shape == (3, 3) and torch.isfinite(out.loss)
     assert seen["inputs_embeds"].shape == (3, 11, 16) and seen["attention_mask"].shape == (3, 11)
-    assert seen["attention_mask"][:, :6].eq(1).all() and torch.equal(seen["attention_mask"][:, 6:], batch["attention_mask"])
+    assert seen["attention_mask"][:, :6].eq(1).all() and torch.equal(
+        seen["attention_mask"][:, 6:], batch["attention_mask"]
+    )
     out.loss.backward()
     assert pt.prompt.grad is not None and pt.prompt.grad.abs().sum() > 0
 

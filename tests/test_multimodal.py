@@ -1,5 +1,6 @@
 """Checks of llm_course.multimodal: the symmetric InfoNCE loss against the formula, the one-line form and Hugging Face's
-CLIPModel; duplicate captions; the towers (ViT patches, byte padding, frozen MiniLM); prompt ensembling; recall@k against
+CLIPModel; duplicate captions; the towers (ViT patches, byte padding, frozen MiniLM); prompt ensembling; recall@k
+against
 scikit-learn and simulation; bad input; seeded training that learns and repeats exactly."""
 import math
 
@@ -9,11 +10,32 @@ import torch
 import torch.nn.functional as F
 
 from llm_course.core import get_profile, set_seed
-from llm_course.multimodal import (CLIP, HELDOUT_TEMPLATES, TRAIN_TEMPLATES, ByteTextEncoder, ClampLogitScale, CNNEncoder,
-                                   DigitSplit, FrozenMiniLMText, ImageTextPairs, ViTEncoder, accuracy_on, caption,
-                                   chance_recall_at_k, check_images, class_prompts, clip_logits, clip_loss, make_clip,
-                                   plot_similarity, recall_at_k, split_digits, train_clip, zero_shot_classifier,
-                                   zero_shot_predict)
+from llm_course.multimodal import (
+    CLIP,
+    HELDOUT_TEMPLATES,
+    TRAIN_TEMPLATES,
+    ByteTextEncoder,
+    ClampLogitScale,
+    CNNEncoder,
+    DigitSplit,
+    FrozenMiniLMText,
+    ImageTextPairs,
+    ViTEncoder,
+    accuracy_on,
+    caption,
+    chance_recall_at_k,
+    check_images,
+    class_prompts,
+    clip_logits,
+    clip_loss,
+    make_clip,
+    plot_similarity,
+    recall_at_k,
+    split_digits,
+    train_clip,
+    zero_shot_classifier,
+    zero_shot_predict,
+)
 
 
 def loops_loss(s):
@@ -34,10 +56,26 @@ def test_loss_matches_formula_and_one_liner(B):
 
 def tiny_hf_clip():
     from transformers import CLIPConfig, CLIPModel
-    cfg = CLIPConfig(text_config=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                                      max_position_embeddings=16),
-                     vision_config=dict(image_size=8, patch_size=2, num_channels=3, hidden_size=32, intermediate_size=37,
-                                        num_hidden_layers=2, num_attention_heads=4), projection_dim=16)
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+        ),
+        vision_config=dict(
+            image_size=8,
+            patch_size=2,
+            num_channels=3,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
+        projection_dim=16,
+    )
     torch.manual_seed(0)
     return CLIPModel(cfg).eval()
 
@@ -45,12 +83,14 @@ def tiny_hf_clip():
 def test_logits_and_loss_match_hugging_face_clip():
     hf = tiny_hf_clip()
     with torch.no_grad():
-        hf.logit_scale.fill_(3.0)                                        # not the init value: the scale must really be used
+        hf.logit_scale.fill_(3.0)  # not the init value: the scale must really be used
         out = hf(input_ids=torch.randint(0, 99, (6, 9)), pixel_values=torch.randn(6, 3, 8, 8), return_loss=True)
     ours = clip_logits(out.image_embeds, out.text_embeds, hf.logit_scale.exp())
     torch.testing.assert_close(ours, out.logits_per_image, rtol=0, atol=1e-5)
     assert abs(clip_loss(out.logits_per_image).item() - out.loss.item()) < 1e-6
-    assert abs(CLIP(CNNEncoder(8), ByteTextEncoder(1, 1, 8)).logit_scale.item() - tiny_hf_clip().logit_scale.item()) < 1e-4
+    assert (
+        abs(CLIP(CNNEncoder(8), ByteTextEncoder(1, 1, 8)).logit_scale.item() - tiny_hf_clip().logit_scale.item()) < 1e-4
+    )
 
 
 def test_duplicate_captions():
@@ -63,7 +103,7 @@ def test_duplicate_captions():
     assert abs(clip_loss(s).item() - clip_loss(s, labels).item()) < 1e-12    # exact duplicates: the same loss
     perfect = torch.eye(5, dtype=torch.float64)[[0, 0, 0, 3, 4]]
     floor = clip_loss(clip_logits(perfect, perfect, 100.0)).item()
-    assert abs(floor - 3 * math.log(3) / 5) < 1e-6                            # rows and columns of the triple stuck at ln 3
+    assert abs(floor - 3 * math.log(3) / 5) < 1e-6  # rows and columns of the triple stuck at ln 3
     s_para = clip_logits(u, v, 14.3).requires_grad_()                       # paraphrases: different captions, one class
     g_std, = torch.autograd.grad(clip_loss(s_para), s_para)
     g_aware, = torch.autograd.grad(clip_loss(s_para, labels), s_para)
@@ -138,8 +178,12 @@ def test_frozen_minilm_text_matches_sentence_embeddings():
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     assert len(tower.cache) == 2 and sum(p.numel() for p in tower.parameters()) == 0
     model = CLIP(CNNEncoder(8), tower, projection_dim=4)
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"visual_projection.weight", "text_projection.weight",
-                                                                         "logit_scale", *(f"vision_model.{n}" for n, _ in model.vision_model.named_parameters())}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        "visual_projection.weight",
+        "text_projection.weight",
+        "logit_scale",
+        *(f"vision_model.{n}" for n, _ in model.vision_model.named_parameters()),
+    }
 
 
 def test_recall_at_k_against_sklearn_and_simulation():
@@ -147,7 +191,10 @@ def test_recall_at_k_against_sklearn_and_simulation():
     g = torch.Generator().manual_seed(0)
     sim = torch.randn(40, 40, generator=g, dtype=torch.float64)
     for k in (1, 2, 5, 39):
-        assert abs(recall_at_k(sim, k) - top_k_accuracy_score(np.arange(40), sim.numpy(), k=k, labels=np.arange(40))) < 1e-12
+        assert (
+            abs(recall_at_k(sim, k) - top_k_accuracy_score(np.arange(40), sim.numpy(), k=k, labels=np.arange(40)))
+            < 1e-12
+        )
     q, it = torch.arange(40) % 4, torch.arange(40) % 4
     loop = np.mean([any(it[j] == q[i] for j in sim[i].argsort(descending=True)[:3]) for i in range(40)])
     assert abs(recall_at_k(sim, 3, q, it) - loop) < 1e-12
@@ -171,7 +218,10 @@ def test_splits_pairs_and_plot():
     pairs = ImageTextPairs(s["train"], HELDOUT_TEMPLATES)
     assert len(pairs) == len(s["train"].labels) * len(HELDOUT_TEMPLATES)
     item = pairs[len(s["train"].labels) + 2]
-    assert item["captions"] == caption(int(s["train"].labels[2]), HELDOUT_TEMPLATES[1]) and item["labels"] == s["train"].labels[2]
+    assert (
+        item["captions"] == caption(int(s["train"].labels[2]), HELDOUT_TEMPLATES[1])
+        and item["labels"] == s["train"].labels[2]
+    )
     fig = plot_similarity(torch.rand(3, 2), ["a", "b"], images=s["test"].images[:3])
     assert len(fig.axes[0].texts) == 6
     with pytest.raises(ValueError, match="2 texts for 3 columns"): plot_similarity(torch.rand(2, 3), ["a", "b"])

@@ -1,7 +1,8 @@
 """nbgrader 0.9.6 itself on every exercise notebook (nbs/exercises/ex*.ipynb), with the project's `python3` kernel:
 `generate_assignment` strips every solution; `autograde` gives the reference solutions full marks, the untouched
 release 0, and a submission carrying a usual mistake in each exercise 0 for that exercise; `generate_feedback` writes
-the checker's worded feedback. One autograde run covers the three submissions; the test prints how long each step took."""
+the checker's worded feedback. One autograde run covers the three submissions; the test prints how long each step
+took."""
 import json, os, resource, shutil, subprocess, sys, time
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def cpu_seconds() -> float:
 def nbgrader(course: Path, *args: str, timeout: int):
     "Run the nbgrader command line in `course`; its output when it fails."
     exe = Path(sys.executable).with_name("nbgrader")
-    p = subprocess.run([str(exe) if exe.exists() else "nbgrader", *args], cwd=course, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [str(exe) if exe.exists() else "nbgrader", *args], cwd=course, capture_output=True, text=True, timeout=timeout
+    )
     assert p.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
     return p.stdout + p.stderr
 
@@ -33,13 +36,17 @@ def nbgrader(course: Path, *args: str, timeout: int):
 def with_mistakes(release: dict, source: dict) -> tuple[dict, dict]:
     "The released notebook with each exercise's first usual mistake as the answer; exercise -> whether it has one."
     nb, planted = json.loads(json.dumps(release)), {}
-    sol = {c["metadata"]["nbgrader"]["grade_id"]: c for c in source["cells"] if c["metadata"].get("nbgrader", {}).get("solution")}
+    sol = {
+        c["metadata"]["nbgrader"]["grade_id"]: c
+        for c in source["cells"]
+        if c["metadata"].get("nbgrader", {}).get("solution")
+    }
     for c in nb["cells"]:
         md = c["metadata"].get("nbgrader", {})
         if not md.get("solution"): continue
         name = md["grade_id"].removesuffix("_solution"); e = EXERCISES[name]
         planted[name] = bool(e.mistakes)
-        if not e.mistakes: c["source"] = sol[md["grade_id"]]["source"]; continue      # no usual mistake: the right answer
+        if not e.mistakes: c["source"] = sol[md["grade_id"]]["source"]; continue  # no usual mistake: the right answer
         get = f"from llm_course.exercises import get_exercise as _get\n_wrong = list(_get({name!r}).mistakes.values())[0]\n"
         c["source"] = get + (f"def {name}(*args, **kwargs): return _wrong(*args, **kwargs)" if e.wants_function else
                              f"_c = _get({name!r}).cases(0)[0]\n{name} = _wrong(*_c.args, **_c.kwargs)")

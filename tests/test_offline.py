@@ -50,13 +50,24 @@ def test_every_module_imports_offline_in_a_fresh_process():
 
 def test_offline_switches_are_set_before_transformers_is_imported():
     "In a fresh process with no switches set, importing llm_course.assets turns the hub's offline mode on."
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")}
-    fresh = ("import os; import llm_course.assets; import huggingface_hub.constants as c; "
-             "print(c.is_offline_mode(), [os.environ[k] for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', 'HF_DATASETS_OFFLINE')])")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+    }
+    fresh = (
+        "import os; import llm_course.assets; import huggingface_hub.constants as c; "
+        "print(c.is_offline_mode(), [os.environ[k] for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', "
+        "'HF_DATASETS_OFFLINE')])"
+    )
     # huggingface_hub imported first (its constant already read as "online"): go_offline flips the constant
     late = "import huggingface_hub.constants as c; assert not c.is_offline_mode(); import llm_course.assets; print(c.is_offline_mode())"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for code in (fresh, late)]   # run side by side: each pays the torch/transformers import
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for code in (fresh, late)
+    ]   # run side by side: each pays the torch/transformers import
     (out1, err1), (out2, err2) = [p.communicate(timeout=120) for p in procs]
     assert out1.strip() == "True ['1', '1', '1']", err1[-2000:]
     assert out2.strip() == "True", err2[-2000:]
@@ -89,8 +100,17 @@ def test_data_sets_offline(no_network):
     "Every `load_*` function of llm_course.data that needs no argument works offline (skipped only if the module is absent)."
     if not (PKG / "data.py").exists(): pytest.skip("llm_course/data.py does not exist yet")
     data = importlib.import_module("llm_course.data")
-    loaders = {n: f for n, f in vars(data).items() if n.startswith("load_") and inspect.isfunction(f) and f.__module__ == data.__name__
-               and all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in inspect.signature(f).parameters.values())}
+    loaders = {
+        n: f
+        for n, f in vars(data).items()
+        if n.startswith("load_")
+        and inspect.isfunction(f)
+        and f.__module__ == data.__name__
+        and all(
+            p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            for p in inspect.signature(f).parameters.values()
+        )
+    }
     assert loaders, "llm_course.data has no load_* function callable without arguments"
     for name, f in loaders.items():
         got = f()

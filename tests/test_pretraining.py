@@ -1,5 +1,6 @@
 """Checks of llm_course.pretraining: the two objectives, masking statistics, perplexity weighting, KV-cache exactness,
-top-k / top-p filtering, bad input, the shipped checkpoints (MiniLM's masked-LM head: tests/test_minilm_checkpoint.py)."""
+top-k / top-p filtering, bad input, the shipped checkpoints (MiniLM's masked-LM head:
+tests/test_minilm_checkpoint.py)."""
 import json, math
 
 import pytest
@@ -8,11 +9,32 @@ import torch.nn.functional as F
 
 from llm_course.core import get_profile, set_seed
 from llm_course.evaluation import perplexity
-from llm_course.pretraining import (CHECKPOINTS_DIR, LMBlocks, MLMBlocks, causal_lm_pair, checkpoint_valid_loss, generate,
-                                    list_checkpoints, load_checkpoint_model, mask_tokens, mlm_nll, next_token,
-                                    pretrain, save_model_checkpoint, token_nll, top_k_filter, top_p_filter, unigram_cross_entropy,
-                                    valid_loss, pretraining_ids, masked_lm_baselines, masked_position_nll, unigram_log_probs,
-                                    heldout_data, kv_cache_speedups)
+from llm_course.pretraining import (
+    CHECKPOINTS_DIR,
+    LMBlocks,
+    MLMBlocks,
+    causal_lm_pair,
+    checkpoint_valid_loss,
+    generate,
+    list_checkpoints,
+    load_checkpoint_model,
+    mask_tokens,
+    mlm_nll,
+    next_token,
+    pretrain,
+    save_model_checkpoint,
+    token_nll,
+    top_k_filter,
+    top_p_filter,
+    unigram_cross_entropy,
+    valid_loss,
+    pretraining_ids,
+    masked_lm_baselines,
+    masked_position_nll,
+    unigram_log_probs,
+    heldout_data,
+    kv_cache_speedups,
+)
 from llm_course.tokenization import EOT
 from llm_course.tokenization import corpus_tokenizer
 from types import SimpleNamespace
@@ -61,8 +83,10 @@ def test_mlm_masking_statistics(seed):
     attn = torch.ones_like(ids)
     lengths = torch.randint(100, 250, (400,), generator=g)
     for r, L in enumerate(lengths.tolist()): ids[r, L:] = PAD_ID; attn[r, L:] = 0
-    ids[::7, 50] = 1                                                 # a few other special tokens in the text
-    out, labels = mask_tokens(ids, MASK_ID, V, SPECIALS, attention_mask=attn, generator=torch.Generator().manual_seed(seed))
+    ids[::7, 50] = 1  # a few other special tokens in the text
+    out, labels = mask_tokens(
+        ids, MASK_ID, V, SPECIALS, attention_mask=attn, generator=torch.Generator().manual_seed(seed)
+    )
     eligible = (attn == 1) & ~torch.isin(ids, torch.tensor(SPECIALS))
     chosen = labels != -100
     n, k = int(eligible.sum()), int(chosen.sum())
@@ -75,7 +99,7 @@ def test_mlm_masking_statistics(seed):
     masked = int((out[chosen] == MASK_ID).sum())
     changed = chosen & (out != MASK_ID) & (out != ids)
     same = int((chosen & (out == ids)).sum())
-    p_collide = 1 / (V - len(SPECIALS))                              # a random token equal to the original counts as kept
+    p_collide = 1 / (V - len(SPECIALS))  # a random token equal to the original counts as kept
     assert abs(_z(k, n, 0.15)) < 4, k / n
     assert abs(_z(masked, k, 0.8)) < 4, masked / k
     assert abs(_z(int(changed.sum()), k, 0.1 * (1 - p_collide))) < 4
@@ -111,14 +135,17 @@ def test_mlm_blocks_frame_and_masks():
 
 def test_validation_masks_show_no_answer_and_bad_splits_fail():
     ids = torch.randint(5, V, (100, 100), generator=torch.Generator().manual_seed(0))
-    out, labels = mask_tokens(ids, MASK_ID, V, SPECIALS, generator=torch.Generator().manual_seed(0), mask_frac=1.0, random_frac=0.0)
+    out, labels = mask_tokens(
+        ids, MASK_ID, V, SPECIALS, generator=torch.Generator().manual_seed(0), mask_frac=1.0, random_frac=0.0
+    )
     chosen = labels != -100
     assert chosen.sum() > 1000 and (out[chosen] == MASK_ID).all() and torch.equal(out[~chosen], ids[~chosen])
     # the same generator seed chooses the same positions whatever the split (so validations are paired)
     _, labels_811 = mask_tokens(ids, MASK_ID, V, SPECIALS, generator=torch.Generator().manual_seed(0))
     assert torch.equal(labels, labels_811)
     for m, r in ((0.8, 0.3), (-0.1, 0.1), (0.5, -0.2)):
-        with pytest.raises(ValueError, match="sum <= 1"): mask_tokens(ids, MASK_ID, V, SPECIALS, mask_frac=m, random_frac=r)
+        with pytest.raises(ValueError, match="sum <= 1"):
+            mask_tokens(ids, MASK_ID, V, SPECIALS, mask_frac=m, random_frac=r)
     blocks = MLMBlocks(ids.flatten(), 32, 3, 4, MASK_ID, V, SPECIALS, seed=1, mask_frac=1.0, random_frac=0.0)
     b = blocks[3]
     assert (b["input_ids"][b["labels"] != -100] == MASK_ID).all()
@@ -138,7 +165,8 @@ def test_masked_lm_baselines_unigram_and_copy():
     assert torch.allclose(t["unigram_copy"][kept], -torch.log(0.5 + 0.5 * lp[target[kept]].exp()))
     other = ~masked & ~kept
     assert other.any() and torch.allclose(t["unigram_copy"][other], -lp[target[other]] + math.log(2))
-    assert t["unigram_copy"].mean() < t["unigram"].mean() - 0.05           # copying pays when the input can show the answer
+    assert t["unigram_copy"].mean() < t["unigram"].mean() - 0.05  # copying pays when the input can show the answer
+
     # the model scores come in the same order: a "model" whose logits are the unigram log-probs scores exactly unigram
     class Unigram(torch.nn.Module):
         def __init__(self): super().__init__(); self.w = torch.nn.Parameter(lp.float())
@@ -164,10 +192,13 @@ def test_mlm_nll_weights_tokens_not_batches():
     set_seed(0)
     enc = EncoderForMaskedLM(EncoderConfig(vocab_size=V, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
     ids = torch.randint(5, V, (2, 16), generator=torch.Generator().manual_seed(1))
-    labels = torch.full_like(ids, -100); labels[0, 3] = ids[0, 3]; labels[1, 2:14] = ids[1, 2:14]   # 1 and 12 scored tokens
+    labels = torch.full_like(ids, -100)
+    labels[0, 3] = ids[0, 3]
+    labels[1, 2:14] = ids[1, 2:14]  # 1 and 12 scored tokens
     batches = [dict(input_ids=ids[i:i + 1], labels=labels[i:i + 1]) for i in range(2)]
     s, n = mlm_nll(enc, batches)
-    with torch.no_grad(): per = F.cross_entropy(enc(ids)[0].reshape(-1, V), labels.reshape(-1), reduction="none").view(2, 16)
+    with torch.no_grad():
+        per = F.cross_entropy(enc(ids)[0].reshape(-1, V), labels.reshape(-1), reduction="none").view(2, 16)
     assert n == 13
     assert s / n == pytest.approx(per[labels != -100].mean().item(), rel=1e-5)
     batch_means = (per[0, 3].item() + per[1, 2:14].mean().item()) / 2
@@ -176,7 +207,10 @@ def test_mlm_nll_weights_tokens_not_batches():
 
 
 # ---------------------------------------------------------------- generation
-@pytest.mark.parametrize("kw", [dict(temperature=0), dict(temperature=0.9), dict(temperature=1.2, top_k=12), dict(temperature=1.0, top_p=0.8)])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(temperature=0), dict(temperature=0.9), dict(temperature=1.2, top_k=12), dict(temperature=1.0, top_p=0.8)],
+)
 def test_kv_cache_gives_the_same_tokens(kw):
     model = _gpt(block_size=16)
     prompt = torch.randint(5, V, (2, 5), generator=torch.Generator().manual_seed(3))
@@ -209,9 +243,12 @@ def test_shipped_gpt_kv_cache_and_greedy():
 class _FixedLM(torch.nn.Module):
     "A stand-in causal LM whose next-token logits are always `z`, whatever the input (for checking the sampling)."
     def __init__(self, z):
-        super().__init__(); self.z = torch.nn.Parameter(z, requires_grad=False); self.config = SimpleNamespace(block_size=8)
+        super().__init__()
+        self.z = torch.nn.Parameter(z, requires_grad=False)
+        self.config = SimpleNamespace(block_size=8)
     def forward(self, idx, cache=None):
-        if cache is not None: cache.update(torch.zeros(idx.size(0), 1, idx.size(1), 1), torch.zeros(idx.size(0), 1, idx.size(1), 1), 0)
+        if cache is not None:
+            cache.update(torch.zeros(idx.size(0), 1, idx.size(1), 1), torch.zeros(idx.size(0), 1, idx.size(1), 1), 0)
         return self.z.expand(idx.size(0), idx.size(1), -1), None
 
 
@@ -236,8 +273,10 @@ def test_generate_stops_at_eos_and_fills_finished_rows():
     first = [int((row == 2).nonzero()[0]) for row in new]
     assert new.size(1) == max(first) + 1 < 50                            # stopped when the last row ended
     for row, f in zip(new, first): assert (row[f:] == 2).all()          # a finished row is filled with the end token
-    assert len(set(first)) > 1                                           # rows ended at different steps
-    assert generate(_FixedLM(z), torch.zeros(2, 1, dtype=torch.long), 20, temperature=0, eos_id=4).size(1) == 21   # never emitted
+    assert len(set(first)) > 1  # rows ended at different steps
+    assert (
+        generate(_FixedLM(z), torch.zeros(2, 1, dtype=torch.long), 20, temperature=0, eos_id=4).size(1) == 21
+    )  # never emitted
 
 
 def test_pretraining_ids_put_the_end_token_between_articles():
@@ -253,9 +292,16 @@ def test_pretraining_ids_put_the_end_token_between_articles():
 
 
 def test_kv_cache_speedups_rows():
-    rows = kv_cache_speedups(GPTConfig(vocab_size=V, n_layer=1, n_head=2, n_embd=16), [4, 8], reps=1, device=torch.device("cpu"))
+    rows = kv_cache_speedups(
+        GPTConfig(vocab_size=V, n_layer=1, n_head=2, n_embd=16), [4, 8], reps=1, device=torch.device("cpu")
+    )
     assert [r["context"] for r in rows] == [4, 8]
-    assert all(r["cache_tok_s"] > 0 and r["no_cache_tok_s"] > 0 and r["speedup"] == pytest.approx(r["cache_tok_s"] / r["no_cache_tok_s"]) for r in rows)
+    assert all(
+        r["cache_tok_s"] > 0
+        and r["no_cache_tok_s"] > 0
+        and r["speedup"] == pytest.approx(r["cache_tok_s"] / r["no_cache_tok_s"])
+        for r in rows
+    )
 
 
 def _nucleus_brute(probs, p):
@@ -313,7 +359,9 @@ def test_generate_bad_input_and_long_prompt():
 # ---------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("name", ["gpt", "encoder"])
 def test_shipped_checkpoint_reaches_its_stated_validation_loss(name):
-    assert name in list_checkpoints(), f"llm_course/checkpoints/{name} is missing: run python scripts/make_checkpoints.py"
+    assert name in list_checkpoints(), (
+        f"llm_course/checkpoints/{name} is missing: run python scripts/make_checkpoints.py"
+    )
     folder = CHECKPOINTS_DIR / name
     assert {f.name for f in folder.iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json", "metadata.json"}
     assert sum(f.stat().st_size for f in folder.iterdir()) < 6e6
@@ -322,15 +370,22 @@ def test_shipped_checkpoint_reaches_its_stated_validation_loss(name):
     assert m["profile"] == "cpu" and m["steps"] == get_profile("cpu").max_steps and isinstance(m["seed"], int)
     assert checkpoint_valid_loss(model) == pytest.approx(m["valid_loss"], abs=2e-3)
     if name == "gpt":
-        assert m["valid_loss"] < unigram_cross_entropy(model.tokenizer, get_profile("cpu")) - 0.3   # uses context, not just word frequencies
+        assert (
+            m["valid_loss"] < unigram_cross_entropy(model.tokenizer, get_profile("cpu")) - 0.3
+        )  # uses context, not just word frequencies
     else:
-        # validated with every scored position masked: nothing to copy, so the unigram model on the same positions is the floor
-        # of a context-free model; the encoder has at least learned that much (whether it beats it is measured in lesson 05)
+        # validated with every scored position masked: nothing to copy, so the unigram model on the same
+        # positions is the floor
+        # of a context-free model; the encoder has at least learned that much (whether it beats it is measured
+        # in lesson 05)
         assert m["valid_masks"].startswith("every scored position")
         held = heldout_data(model, m["valid_chars"], m["seed"])
         assert all((held[i]["input_ids"][held[i]["labels"] != -100] == held.mask_id).all() for i in range(len(held)))
         uni = masked_lm_baselines(held, unigram_log_probs(model.tokenizer, get_profile("cpu")))["unigram"].mean().item()
-        assert m["valid_loss"] < uni + 0.1 and m["valid_loss"] < math.log(model.config.vocab_size) - 0.5, (m["valid_loss"], uni)
+        assert m["valid_loss"] < uni + 0.1 and m["valid_loss"] < math.log(model.config.vocab_size) - 0.5, (
+            m["valid_loss"],
+            uni,
+        )
     assert model.metadata["valid_curve"][-1][0] == m["steps"]
 
 
@@ -341,13 +396,16 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     back = load_checkpoint_model(tmp_path / "m")
     x = torch.randint(0, tok.vocab_size, (2, 8))
     with torch.no_grad(): assert torch.equal(back(x)[0], model(x)[0])
-    assert back.metadata == {"steps": 3, "seed": 0} and back.tokenizer.encode("hello world") == tok.encode("hello world")
+    assert back.metadata == {"steps": 3, "seed": 0} and back.tokenizer.encode("hello world") == tok.encode(
+        "hello world"
+    )
     assert back.lm_head.weight is back.transformer.wte.weight and not back.training
     save_model_checkpoint(model, tok, tmp_path / "m", {"steps": 4})              # overwriting replaces the folder
     assert load_checkpoint_model(tmp_path / "m").metadata == {"steps": 4}
     assert not (tmp_path / "m" / ".complete").exists()
     with pytest.raises(FileNotFoundError, match="make_checkpoints.py"): load_checkpoint_model("nope")
-    with pytest.raises(TypeError, match="Can only save"): save_model_checkpoint(torch.nn.Linear(2, 2), tok, tmp_path / "x")
+    with pytest.raises(TypeError, match="Can only save"):
+        save_model_checkpoint(torch.nn.Linear(2, 2), tok, tmp_path / "x")
 
 
 def test_pretrain_is_reproducible():

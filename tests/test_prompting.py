@@ -9,13 +9,35 @@ from llm_course.assets import TokenizerMismatchError, load_minilm_tokenizer, loa
 from llm_course.data import TextData
 from llm_course.evaluation import PairedBootstrapResult, bootstrap_ci, paired_bootstrap
 from llm_course.prompting import (
-    CONTENT_FREE, LabelScores, PromptScorer, Template, Verbalizer, build_prompt, calibrate, cloze_scores, content_free_probs,
-    describe_difference, encode_prefix, hf_continuation_logprob, label_logprobs, macro_f1_metric, naive_label_logprobs, pick_demos,
-    summarize, token_ids)
+    CONTENT_FREE,
+    LabelScores,
+    PromptScorer,
+    Template,
+    Verbalizer,
+    build_prompt,
+    calibrate,
+    cloze_scores,
+    content_free_probs,
+    describe_difference,
+    encode_prefix,
+    hf_continuation_logprob,
+    label_logprobs,
+    macro_f1_metric,
+    naive_label_logprobs,
+    pick_demos,
+    summarize,
+    token_ids,
+)
 
 SENTIMENT = Verbalizer({"negative": " negative", "neutral": " neutral", "positive": " positive"})
-TEMPLATE = Template("Tweet: {text}\nSentiment:", instruction="Classify the sentiment of each tweet as negative, neutral or positive.")
-DEMOS = [("I hate waiting in line for an hour.", 0), ("The meeting is at 3pm.", 1), ("What a lovely day at the beach!", 2)]
+TEMPLATE = Template(
+    "Tweet: {text}\nSentiment:", instruction="Classify the sentiment of each tweet as negative, neutral or positive."
+)
+DEMOS = [
+    ("I hate waiting in line for an hour.", 0),
+    ("The meeting is at 3pm.", 1),
+    ("What a lovely day at the beach!", 2),
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +51,9 @@ def tiny_mlm():
     "A small random BERT masked LM with MiniLM's vocabulary: cloze arithmetic does not need trained weights."
     tok = load_minilm_tokenizer()
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    cfg = BertConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     return BertForMaskedLM(cfg).eval(), tok
 
 
@@ -98,7 +122,7 @@ def test_scorer_fast_equals_naive_and_is_sensible(smol):
     fast, naive = scorer.score(texts, DEMOS, progress=False), scorer.score(texts, DEMOS, naive=True, progress=False)
     np.testing.assert_allclose(fast.sum, naive.sum, atol=1e-4, rtol=0)
     np.testing.assert_allclose(fast.probs().sum(1), 1, atol=1e-12)
-    assert fast.predict().tolist() == [2, 0]                                  # seeded golden behaviour: the obvious cases
+    assert fast.predict().tolist() == [2, 0]  # seeded golden behaviour: the obvious cases
     assert fast.sum.shape == (2, 3) and fast.n_tokens.tolist() == [1, 1, 1]
     with pytest.raises(TypeError, match="list of strings"): scorer.score("one text")
 
@@ -106,17 +130,31 @@ def test_scorer_fast_equals_naive_and_is_sensible(smol):
 def test_chat_prompt_keeps_demonstrations_as_prefix(smol):
     model, tok = smol
     prefix, query = build_prompt(TEMPLATE, SENTIMENT, "so happy", DEMOS, tok, chat=True)
-    assert prefix.startswith("<|im_start|>system\n" + TEMPLATE.instruction) and "<|im_start|>assistant\n neutral<|im_end|>" in prefix
+    assert (
+        prefix.startswith("<|im_start|>system\n" + TEMPLATE.instruction)
+        and "<|im_start|>assistant\n neutral<|im_end|>" in prefix
+    )
     assert query == "<|im_start|>user\nTweet: so happy\nSentiment:<|im_end|>\n<|im_start|>assistant\n"
-    with pytest.raises(ValueError, match="needs a tokenizer with a chat template"): build_prompt(TEMPLATE, SENTIMENT, "x", chat=True)
-    chat = PromptScorer(model, tok, Verbalizer({"negative": "negative", "neutral": "neutral", "positive": "positive"}), TEMPLATE, chat=True)
-    fast, naive = chat.score(["so happy"], DEMOS[:1], progress=False), chat.score(["so happy"], DEMOS[:1], naive=True, progress=False)
+    with pytest.raises(ValueError, match="needs a tokenizer with a chat template"):
+        build_prompt(TEMPLATE, SENTIMENT, "x", chat=True)
+    chat = PromptScorer(
+        model,
+        tok,
+        Verbalizer({"negative": "negative", "neutral": "neutral", "positive": "positive"}),
+        TEMPLATE,
+        chat=True,
+    )
+    fast, naive = (
+        chat.score(["so happy"], DEMOS[:1], progress=False),
+        chat.score(["so happy"], DEMOS[:1], naive=True, progress=False),
+    )
     np.testing.assert_allclose(fast.sum, naive.sum, atol=1e-4, rtol=0)
 
 
 def test_tokenizer_of_another_model_is_refused(smol):
     model, _ = smol
-    with pytest.raises(TokenizerMismatchError, match="different models"): PromptScorer(model, load_minilm_tokenizer(), SENTIMENT)
+    with pytest.raises(TokenizerMismatchError, match="different models"):
+        PromptScorer(model, load_minilm_tokenizer(), SENTIMENT)
 
 
 # ---------------------------------------------------------------- calibration, scores, demonstrations
@@ -129,10 +167,14 @@ def test_calibrate_renormalises_W_p_and_agrees_with_zhao_et_al_on_predictions():
     np.testing.assert_allclose(q, ref, atol=1e-12)
     zhao = np.exp(p / p_cf); zhao /= zhao.sum(1, keepdims=True)                          # softmax(W p + b), b = 0
     np.testing.assert_array_equal(q.argmax(1), zhao.argmax(1))
-    assert np.abs(q - zhao).max() > 0.05                                                # a softmax in calibrate would fail the first check
-    np.testing.assert_allclose(calibrate(np.array([[0.6, 0.3, 0.1]]), np.array([0.5, 0.25, 0.25])), [[3 / 7, 3 / 7, 1 / 7]], atol=1e-12)
-    np.testing.assert_allclose(calibrate(p, np.ones(3) / 3), p, atol=1e-12)            # a fair prompt is left alone
-    np.testing.assert_allclose(calibrate(p_cf[None], p_cf), np.full((1, 3), 1 / 3), atol=1e-12)   # content-free input -> uniform
+    assert np.abs(q - zhao).max() > 0.05  # a softmax in calibrate would fail the first check
+    np.testing.assert_allclose(
+        calibrate(np.array([[0.6, 0.3, 0.1]]), np.array([0.5, 0.25, 0.25])), [[3 / 7, 3 / 7, 1 / 7]], atol=1e-12
+    )
+    np.testing.assert_allclose(calibrate(p, np.ones(3) / 3), p, atol=1e-12)  # a fair prompt is left alone
+    np.testing.assert_allclose(
+        calibrate(p_cf[None], p_cf), np.full((1, 3), 1 / 3), atol=1e-12
+    )  # content-free input -> uniform
     with pytest.raises(ValueError, match="one per label"): calibrate(p, np.array([0.5, 0.5]))
     with pytest.raises(ValueError, match="positive"): calibrate(p, np.array([0.5, 0.5, 0.0]))
 
@@ -159,12 +201,15 @@ def test_label_scores_norms():
 def test_macro_f1_metric_matches_sklearn_and_averages_draws():
     from sklearn.metrics import f1_score as sk_f1
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 50); draws = rng.integers(0, 3, (50, 4)); draws[:, 0] = 0     # one draw never predicts classes 1, 2
+    y = rng.integers(0, 3, 50)
+    draws = rng.integers(0, 3, (50, 4))
+    draws[:, 0] = 0  # one draw never predicts classes 1, 2
     m = macro_f1_metric(3)
     ref = [sk_f1(y, draws[:, j], labels=[0, 1, 2], average="macro", zero_division=0) for j in range(4)]
     assert abs(m(y, draws[:, 1]) - ref[1]) < 1e-12
     assert abs(m(y, draws) - np.mean(ref)) < 1e-12
-    y2 = np.array([0, 0, 0, 1]); assert abs(macro_f1_metric(3)(y2, y2) - 2 / 3) < 1e-12       # an absent class counts as 0
+    y2 = np.array([0, 0, 0, 1])
+    assert abs(macro_f1_metric(3)(y2, y2) - 2 / 3) < 1e-12  # an absent class counts as 0
     for bad in (1, 2.5, "3"):
         with pytest.raises(ValueError, match="n_labels must be an integer >= 2"): macro_f1_metric(bad)
     with pytest.raises(ValueError, match=r"\(n,\) or \(n, draws\)"): m(y, np.zeros((50, 2, 2), dtype=int))
@@ -182,10 +227,10 @@ def test_describe_difference_follows_the_interval():
     assert worse.high < 0 and "**clearly worse** than B" in describe_difference(worse, "A", "B", 200)
     same = paired_bootstrap(m, y, good, good, n_boot=300)
     assert "**within the noise** of 200 examples" in describe_difference(same, "A", "B", 200)
-    edge = PairedBootstrapResult(0.05, 0.0, 0.1, 0.95, 0.03, 300)                          # an interval touching 0 is no verdict
+    edge = PairedBootstrapResult(0.05, 0.0, 0.1, 0.95, 0.03, 300)  # an interval touching 0 is no verdict
     assert "within the noise" in describe_difference(edge, "A", "B", 200)
     assert "+0.050, 95% interval +0.000 to +0.100" in describe_difference(edge, "A", "B", 200)
-    shown_as_zero = PairedBootstrapResult(0.05, 0.0004, 0.1, 0.95, 0.03, 300)              # prints as +0.000: judged as printed
+    shown_as_zero = PairedBootstrapResult(0.05, 0.0004, 0.1, 0.95, 0.03, 300)  # prints as +0.000: judged as printed
     assert "within the noise" in describe_difference(shown_as_zero, "A", "B", 200)
     assert "too few to judge" in describe_difference(better, "A", "B", 12)
     assert "clearly better" in describe_difference(better, "A", "B", 12, min_n=10)
@@ -220,6 +265,7 @@ def test_cloze_scores_match_hand_computation(tiny_mlm):
 def test_cloze_bad_input(tiny_mlm, smol):
     mlm, tok = tiny_mlm
     verb = Verbalizer({"neg": "bad", "pos": "good"})
-    with pytest.raises(ValueError, match=r"\{mask\} slot"): cloze_scores(mlm, tok, ["x"], verb, Template("{text} It was good."))
+    with pytest.raises(ValueError, match=r"\{mask\} slot"):
+        cloze_scores(mlm, tok, ["x"], verb, Template("{text} It was good."))
     with pytest.raises(TokenizerMismatchError, match="embedding rows"): cloze_scores(mlm, smol[1], ["x"], verb)
     with pytest.raises(TypeError, match="list of strings"): cloze_scores(mlm, tok, "x", verb)

@@ -22,7 +22,11 @@ def test_notebooks_clean_and_exported():
 def test_declared_requirements_installed():
     cfg = configparser.ConfigParser(delimiters=["="]); cfg.read(ROOT / "settings.ini")
     reqs = cfg["DEFAULT"]["requirements"].split() + cfg["DEFAULT"]["dev_requirements"].split()
-    reqs += [l.strip() for l in (ROOT / "requirements-nodeps.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    reqs += [
+        l.strip()
+        for l in (ROOT / "requirements-nodeps.txt").read_text().splitlines()
+        if l.strip() and not l.startswith("#")
+    ]
     missing = []
     for r in reqs:
         name = re.split(r"[<>=!~\[ ]", r, maxsplit=1)[0]
@@ -38,7 +42,9 @@ def test_every_lesson_exports_its_module():
         src = "".join(json.loads(nb.read_text())["cells"][0]["source"])
         m = re.search(r"#\|\s*default_exp\s+(\S+)", src)
         assert m, f"{nb.name}: first cell must be `#| default_exp <module>`"
-        assert m.group(1) not in {"peft", "evaluate", "tokenizers", "datasets", "transformers"}, f"{nb.name} shadows a dependency"
+        assert m.group(1) not in {"peft", "evaluate", "tokenizers", "datasets", "transformers"}, (
+            f"{nb.name} shadows a dependency"
+        )
         importlib.import_module(f"llm_course.{m.group(1)}")
 
 

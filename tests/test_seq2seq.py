@@ -3,8 +3,19 @@ source's padding invisible to the whole model, greedy decoding that stops at the
 import pytest
 import torch
 
-from llm_course.seq2seq import (Seq2Seq, Seq2SeqConfig, Score, greedy_decode, headline_pairs, lcs_length, rouge_l, rouge_n,
-                                rouge_scores, rouge_tokens, to_hf_bart)
+from llm_course.seq2seq import (
+    Seq2Seq,
+    Seq2SeqConfig,
+    Score,
+    greedy_decode,
+    headline_pairs,
+    lcs_length,
+    rouge_l,
+    rouge_n,
+    rouge_scores,
+    rouge_tokens,
+    to_hf_bart,
+)
 
 EDGE_CASES = [("", ""), ("a headline", ""), ("", "a headline"), ("The Cat, the CAT!", "the cat the cat the cat"),
               ("UK's GDP rises 0.5%", "uk s gdp rises by 0.5 percent"), ("a b a b a", "b a b"), ("x y z", "z y x"),
@@ -16,7 +27,11 @@ def test_rouge_equals_rouge_score_on_edge_cases():
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
     for ref, pred in EDGE_CASES:
         theirs = scorer.score(ref, pred)
-        for ours, key in ((rouge_n(ref, pred, 1), "rouge1"), (rouge_n(ref, pred, 2), "rouge2"), (rouge_l(ref, pred), "rougeL")):
+        for ours, key in (
+            (rouge_n(ref, pred, 1), "rouge1"),
+            (rouge_n(ref, pred, 2), "rouge2"),
+            (rouge_l(ref, pred), "rougeL"),
+        ):
             assert tuple(ours) == pytest.approx(tuple(theirs[key]), abs=1e-12), (ref, pred, key)
 
 
@@ -46,7 +61,7 @@ def test_greedy_decode_stops_at_the_end_token():
     src, mask = torch.randint(0, 10, (2, 5)), torch.ones(2, 5, dtype=torch.long)
     free = greedy_decode(model, src, mask, start_id=1, end_id=-1, max_new_tokens=5)     # an end token never written
     assert [len(r) for r in free] == [5, 5]
-    end = free[0][2]                                                                    # now make the third token the end
+    end = free[0][2]  # now make the third token the end
     cut = greedy_decode(model, src, mask, start_id=1, end_id=end, max_new_tokens=5)
     assert cut == [r[:r.index(end)] if end in r else r for r in free]
 
@@ -56,5 +71,6 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="at least 1"): rouge_n("a", "a", 0)
     with pytest.raises(ValueError, match="one prediction per reference"): rouge_scores(["a", "b"], ["a"])
     model = Seq2Seq(Seq2SeqConfig(vocab_size=10, block_size=4, n_layer=1, n_head=2, n_embd=8))
-    with pytest.raises(ValueError, match="larger block_size"): model(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match="larger block_size"):
+        model(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 6, dtype=torch.long))
     with pytest.raises(ValueError, match="post-LN"): to_hf_bart(model)

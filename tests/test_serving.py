@@ -26,8 +26,10 @@ def raw(url, request: bytes, timeout=10) -> tuple[int, dict]:
                 length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")]
                 if length and len(body) >= length[0]: break
     head, body = data.split(b"\r\n\r\n", 1)
-    try: return int(head.split()[1]), json.loads(body)
-    except ValueError: return int(head.split()[1]), {"text": body.decode(errors="replace")}   # uvicorn's own 400 for bad HTTP
+    try:
+        return int(head.split()[1]), json.loads(body)
+    except ValueError:
+        return int(head.split()[1]), {"text": body.decode(errors="replace")}  # uvicorn's own 400 for bad HTTP
 
 
 def test_200_concurrent_clients_all_answered(no_network):
@@ -128,7 +130,8 @@ def test_serve_command_end_to_end(tmp_path):
                                      headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(req, timeout=30) as r: preds = json.loads(r.read())["predictions"]
         assert [p["label"] in ("neg", "pos") and 0.5 <= p["score"] <= 1 for p in preds] == [True, True]
-        with urllib.request.urlopen(url + "/openapi.json", timeout=5) as r: assert "/predict" in json.loads(r.read())["paths"]
+        with urllib.request.urlopen(url + "/openapi.json", timeout=5) as r:
+            assert "/predict" in json.loads(r.read())["paths"]
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

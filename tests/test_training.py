@@ -1,4 +1,5 @@
-"""Checks of llm_course.training: exact resume, NaN handling, bad input, schedule, accumulation, early stopping, Trainer parity."""
+"""Checks of llm_course.training: exact resume, NaN handling, bad input, schedule, accumulation, early stopping, Trainer
+parity."""
 import math, os, signal, tempfile, time, warnings
 from pathlib import Path
 
@@ -8,9 +9,26 @@ from torch import nn
 
 from llm_course.core import set_seed
 from llm_course.training import _set_epoch
-from llm_course.training import (Batches, Callback, InterruptAt, NonFiniteLossError, TrainConfig, checkpoints, compute_loss,
-                                 evaluate, fit, load_checkpoint, lr_factor, make_optimizer, make_scheduler, TrainState,
-                                 byte_baselines, byte_lm_data, read_corpus, tiny_gpt2)
+from llm_course.training import (
+    Batches,
+    Callback,
+    InterruptAt,
+    NonFiniteLossError,
+    TrainConfig,
+    checkpoints,
+    compute_loss,
+    evaluate,
+    fit,
+    load_checkpoint,
+    lr_factor,
+    make_optimizer,
+    make_scheduler,
+    TrainState,
+    byte_baselines,
+    byte_lm_data,
+    read_corpus,
+    tiny_gpt2,
+)
 
 BLOCK = 16
 
@@ -25,7 +43,9 @@ def cfg(**kw):
 
 
 def weights_diff(a, b):
-    return max((x.float() - y.float()).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return max(
+        (x.float() - y.float()).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values())
+    )
 
 
 # --- exact resume ---------------------------------------------------------------------------------------------------
@@ -167,7 +187,8 @@ def test_checkpoints_are_complete_pruned_and_never_silently_overwritten(data, tm
     state = TrainState(m2 := tiny_gpt2(BLOCK, seed=3), (o := make_optimizer(m2, c)), make_scheduler(o, c), c)
     load_checkpoint(checkpoints(c.out_dir)[-1], state)
     assert state.step == 8 and weights_diff(m, m2) == 0.0
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"): load_checkpoint(tmp_path / "run" / "step-0000099", state)
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        load_checkpoint(tmp_path / "run" / "step-0000099", state)
 
 
 # --- NaN, bad input ---------------------------------------------------------------------------------------------------
@@ -197,20 +218,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
 def test_empty_and_bad_input_give_clear_errors(data, tmp_path):
     m = tiny_gpt2(BLOCK)
     with pytest.raises(ValueError, match="train_data is empty"): fit(m, [], config=cfg())
-    with pytest.raises(ValueError, match=r"train_data is empty.*\(3 examples, batch_size 4\)"): fit(m, data[:3], config=cfg())
+    with pytest.raises(ValueError, match=r"train_data is empty.*\(3 examples, batch_size 4\)"):
+        fit(m, data[:3], config=cfg())
     with pytest.raises(ValueError, match="train_data is empty"):
         fit(m, torch.utils.data.DataLoader(data[:0], batch_size=4), config=cfg())
     with pytest.raises(ValueError, match="train_data is empty"):     # an iterable without len() that gives nothing
         fit(m, (b for b in []), config=cfg())
     with pytest.raises(ValueError, match="valid_data is empty"): fit(m, data, [], config=cfg())
     with pytest.raises(ValueError, match="valid_data is empty"): evaluate(m, [])
-    with pytest.raises(ValueError, match="patience .* needs valid_data and eval_every"): fit(m, data, config=cfg(patience=2))
-    with pytest.raises(ValueError, match="patience .* needs valid_data and eval_every"): fit(m, data, data, config=cfg(patience=2))
+    with pytest.raises(ValueError, match="patience .* needs valid_data and eval_every"):
+        fit(m, data, config=cfg(patience=2))
+    with pytest.raises(ValueError, match="patience .* needs valid_data and eval_every"):
+        fit(m, data, data, config=cfg(patience=2))
     with pytest.raises(ValueError, match="returned no loss"):
         fit(m, [dict(input_ids=d["input_ids"]) for d in data], config=cfg())
     with torch.device("meta"): meta = tiny_gpt2(BLOCK)
     with pytest.raises(ValueError, match="'meta' device"): fit(meta, data, config=cfg())
-    with pytest.raises(ValueError, match="nothing to train"): fit(tiny_gpt2(BLOCK).requires_grad_(False), data, config=cfg())
+    with pytest.raises(ValueError, match="nothing to train"):
+        fit(tiny_gpt2(BLOCK).requires_grad_(False), data, config=cfg())
     with pytest.raises(ValueError, match="needs TrainConfig\\(out_dir"): fit(m, data, config=cfg(), resume=True)
     with pytest.raises(ValueError, match="warmup_steps=20 exceeds max_steps=8"): cfg(warmup_steps=20)
 
@@ -246,7 +271,9 @@ def test_schedule_endpoints_and_history_lr(data):
     assert lr_factor(20, 4, 20) == 0.0 and lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1, abs=1e-15)
     from transformers import get_cosine_schedule_with_warmup
     hf = get_cosine_schedule_with_warmup(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), 4, 20)
-    assert [hf.lr_lambdas[0](s) for s in range(21)] == [lr_factor(s, 4, 20) for s in range(21)]   # HF goes up again after max_steps; we stay at the floor
+    assert [hf.lr_lambdas[0](s) for s in range(21)] == [
+        lr_factor(s, 4, 20) for s in range(21)
+    ]  # HF goes up again after max_steps; we stay at the floor
     h = fit(tiny_gpt2(BLOCK), data, config=cfg(lr=1e-3, max_steps=10, warmup_steps=4))
     assert h.lr == pytest.approx([1e-3 * lr_factor(s, 4, 10) for s in range(10)], abs=1e-15)
     assert h.lr[0] == 0.0 and h.lr[4] == pytest.approx(1e-3) and h.steps == list(range(1, 11))
@@ -278,7 +305,8 @@ def test_bf16_autocast_on_cpu_runs_and_changes_numbers(data):
     h32 = fit(tiny_gpt2(BLOCK), data, config=cfg(max_steps=3, bf16=False))
     h16 = fit(tiny_gpt2(BLOCK), data, config=cfg(max_steps=3, bf16=True))
     assert all(math.isfinite(x) for x in h16.loss) and h16.loss != h32.loss
-    # 8 bits of precision: one bf16 rounding of a loss near ln 256 moves it by at most ln(256) * 2**-8; matmul errors average out below that
+    # 8 bits of precision: one bf16 rounding of a loss near ln 256 moves it by at most ln(256) * 2**-8; matmul
+    # errors average out below that
     assert max(abs(a - b) for a, b in zip(h16.loss, h32.loss)) < math.log(256) * 2**-8
 
 
@@ -306,7 +334,14 @@ def test_callback_protocol_order_and_stop(data, tmp_path):
             log.append(("step", s.step))
             if s.step == 4: s.stop = "spy says stop"
         def on_train_end(self, s): log.append(("end", s.step))
-    h = fit(tiny_gpt2(BLOCK), data, data[-4:], cfg(eval_every=2, ckpt_every=2, out_dir=str(tmp_path / "r")), callbacks=[Spy()])
+
+    h = fit(
+        tiny_gpt2(BLOCK),
+        data,
+        data[-4:],
+        cfg(eval_every=2, ckpt_every=2, out_dir=str(tmp_path / "r")),
+        callbacks=[Spy()],
+    )
     assert log == [("begin", 0), ("step", 1), ("eval", 2), ("ckpt", "step-0000002"), ("step", 2), ("step", 3),
                    ("eval", 4), ("ckpt", "step-0000004"), ("step", 4), ("end", 4)]
     assert h.stopped == "spy says stop" and issubclass(InterruptAt, Callback)
@@ -345,7 +380,8 @@ def test_our_gpt():
 
 @pytest.mark.parametrize("style", ["hf", "gpt"])
 def test_lesson_bar_is_reached_only_by_training(style):
-    """Lesson 04's ci check, its own recipe: the validation loss must beat the uniform guess over the byte values seen in
+    """Lesson 04's ci check, its own recipe: the validation loss must beat the uniform guess over the byte values seen
+    in
     training (ln k). A working run does; an untrained model and a learning rate 100x too small stay near ln 256."""
     from llm_course.core import get_profile
     from llm_course.transformer import GPT, GPTConfig
@@ -377,10 +413,25 @@ def test_matches_hf_trainer(data, no_network):
     hf = tiny_gpt2(BLOCK, seed=2); hf.load_state_dict(init)
     ordered = [data[i] for i in Batches(data, bs, seed=42).order(0)]
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, max_steps=steps, per_device_train_batch_size=bs, learning_rate=3e-3,
-                                 weight_decay=0.1, warmup_steps=2, lr_scheduler_type="cosine", max_grad_norm=1.0,
-                                 optim="adamw_torch", train_sampling_strategy="sequential", dataloader_drop_last=True,
-                                 logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True, seed=42)
+        args = TrainingArguments(
+            output_dir=tmp,
+            max_steps=steps,
+            per_device_train_batch_size=bs,
+            learning_rate=3e-3,
+            weight_decay=0.1,
+            warmup_steps=2,
+            lr_scheduler_type="cosine",
+            max_grad_norm=1.0,
+            optim="adamw_torch",
+            train_sampling_strategy="sequential",
+            dataloader_drop_last=True,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=True,
+            seed=42,
+        )
         t = Trainer(model=hf, args=args, train_dataset=ordered); t.remove_callback(PrinterCallback)
         with warnings.catch_warnings(): warnings.simplefilter("ignore"); t.train()
     hf_loss = [r["loss"] for r in t.state.log_history if "loss" in r]
@@ -400,9 +451,16 @@ def test_custom_eval_metric_early_stopping_and_final_plot(data):
     "eval_fn may return any metrics; mode='max' early stopping watches one; plot=True draws the final figure."
     from llm_course.training import LossPlot
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.69])
-    h = fit(tiny_gpt2(BLOCK), data, data[-4:], cfg(max_steps=20, eval_every=2, metric="accuracy", mode="max", patience=3, plot=True),
-            eval_fn=lambda model, batches: {"accuracy": next(scores)})
-    assert [e["accuracy"] for e in h.evals] == [0.5, 0.7, 0.6, 0.65, 0.69] and h.stopped.startswith("early stopping: valid accuracy")
+    h = fit(
+        tiny_gpt2(BLOCK),
+        data,
+        data[-4:],
+        cfg(max_steps=20, eval_every=2, metric="accuracy", mode="max", patience=3, plot=True),
+        eval_fn=lambda model, batches: {"accuracy": next(scores)},
+    )
+    assert [e["accuracy"] for e in h.evals] == [0.5, 0.7, 0.6, 0.65, 0.69] and h.stopped.startswith(
+        "early stopping: valid accuracy"
+    )
     fig = h.plot(metric="accuracy")
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "valid accuracy"
     lp = LossPlot(); fit(tiny_gpt2(BLOCK), data, config=cfg(max_steps=2), callbacks=[lp])

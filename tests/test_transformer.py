@@ -184,7 +184,9 @@ def test_ln_placement_switch():
     pre, post = _gpt(), _gpt(ln_placement="post")
     assert pre.transformer.h[0].pre_ln and not post.transformer.h[0].pre_ln
     assert isinstance(post.transformer.ln_f, torch.nn.Identity) and isinstance(pre.transformer.ln_f, torch.nn.LayerNorm)
-    assert isinstance(pre.transformer.ln_emb, torch.nn.Identity) and isinstance(post.transformer.ln_emb, torch.nn.LayerNorm)
+    assert isinstance(pre.transformer.ln_emb, torch.nn.Identity) and isinstance(
+        post.transformer.ln_emb, torch.nn.LayerNorm
+    )
     # same weights (same seed, and the extra LayerNorms start at 1/0), different computation
     shared = {k: v for k, v in pre.state_dict().items() if "ln_f" not in k}
     missing, unexpected = post.load_state_dict(shared, strict=False)
@@ -204,7 +206,13 @@ def test_presets_and_profile():
         assert EncoderConfig.from_preset(name).ln_placement == "post"
     p = get_profile("cpu")
     cfg = GPTConfig.from_profile(p, vocab_size=500)
-    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size) == (p.n_layer, p.n_head, p.n_embd, p.block_size, 500)
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size) == (
+        p.n_layer,
+        p.n_head,
+        p.n_embd,
+        p.block_size,
+        500,
+    )
     assert EncoderConfig.from_profile(p).vocab_size == p.vocab_size
     with pytest.raises(ValueError, match="known: bert-tiny"): EncoderConfig.from_preset("gpt-nano")
 
@@ -223,10 +231,12 @@ def test_real_model_sizes_match_hugging_face(no_network):
 
 # ---- bad input -----------------------------------------------------------------------------------
 def test_bad_input_gives_clear_errors():
-    with pytest.raises(ValueError, match=r"n_embd \(100\) must be divisible by n_head \(3\)"): GPTConfig(n_embd=100, n_head=3)
+    with pytest.raises(ValueError, match=r"n_embd \(100\) must be divisible by n_head \(3\)"):
+        GPTConfig(n_embd=100, n_head=3)
     with pytest.raises(ValueError, match="attn_implementation must be one of"): GPTConfig(attn_implementation="flash")
     model = _gpt()
-    with pytest.raises(ValueError, match="longer than block_size 24.*Crop the input"): model(torch.zeros(1, 25, dtype=torch.long))
+    with pytest.raises(ValueError, match="longer than block_size 24.*Crop the input"):
+        model(torch.zeros(1, 25, dtype=torch.long))
     with pytest.raises(ValueError, match=r"shape \(batch, seq_len\)"): model(torch.zeros(25, dtype=torch.long))
     with pytest.raises(ValueError, match=r"attention_mask must have shape \(batch, seq_len\)"):
         _encoder()(torch.zeros(1, 5, dtype=torch.long), torch.ones(1, 1, 5))

@@ -10,7 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 def _files(d: Path, pat: str):
-    return {p.relative_to(d): p for p in d.rglob(pat) if ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts}
+    return {
+        p.relative_to(d): p
+        for p in d.rglob(pat)
+        if ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts
+    }
 
 def main() -> int:
     problems = []
@@ -26,9 +30,12 @@ def main() -> int:
         for sub, pat, fix in (("nbs", "*.ipynb", "run `nbdev_clean`"), ("llm_course", "*.py", "run `nbdev_export`")):
             a, b = _files(ROOT / sub, pat), _files(tmp / sub, pat)
             for rel in sorted(set(a) | set(b)):
-                if rel not in a: problems.append(f"{sub}/{rel} is missing: {fix} and commit it")
-                elif rel not in b: problems.append(f"{sub}/{rel} is not made by any notebook: delete it or export it from nbs/")
-                elif not filecmp.cmp(a[rel], b[rel], shallow=False): problems.append(f"{sub}/{rel} differs: {fix} and commit it")
+                if rel not in a:
+                    problems.append(f"{sub}/{rel} is missing: {fix} and commit it")
+                elif rel not in b:
+                    problems.append(f"{sub}/{rel} is not made by any notebook: delete it or export it from nbs/")
+                elif not filecmp.cmp(a[rel], b[rel], shallow=False):
+                    problems.append(f"{sub}/{rel} differs: {fix} and commit it")
     sys.path.insert(0, str(ROOT / "tools"))
     from make_readme import render
     if (ROOT / "README.md").read_text(encoding="utf-8") != render(ROOT / "nbs" / "index.ipynb"):

@@ -28,128 +28,221 @@ class Claim:
 
 CLAIMS: dict[str, list[Claim]] = {
     "03": [
-        Claim("before training every token is about equally likely: the loss is close to ln(vocab_size)",
-              "abs(loss.item() - math.log(gpt_cfg.vocab_size)) < 0.1",
-              "(round(loss.item(), 3), round(math.log(gpt_cfg.vocab_size), 3))"),
+        Claim(
+            "before training every token is about equally likely: the loss is close to ln(vocab_size)",
+            "abs(loss.item() - math.log(gpt_cfg.vocab_size)) < 0.1",
+            "(round(loss.item(), 3), round(math.log(gpt_cfg.vocab_size), 3))",
+        ),
     ],
     "03a": [
-        Claim("our cross-attention, decoder blocks (post-LN and pre-LN) and whole encoder-decoder give BART's / mBART's "
-              "outputs with copied weights (within 1e-5)",
-              "max(xattn_diff, bart_diff, *layer_diff.values()) < 1e-5", "(xattn_diff, bart_diff, max(layer_diff.values()))"),
-        Claim("our ROUGE-1/2/L equal Google's rouge-score on 300 pairs (P, R and F1)", "rouge_gap < 1e-12", "rouge_gap"),
-        Claim("training lowers the validation loss on held-out headlines",
-              "history.evals[-1]['loss'] < history.evals[0]['loss']",
-              "(round(history.evals[0]['loss'], 3), round(history.evals[-1]['loss'], 3))"),
+        Claim(
+            "our cross-attention, decoder blocks (post-LN and pre-LN) and whole encoder-decoder give BART's / mBART's "
+            "outputs with copied weights (within 1e-5)",
+            "max(xattn_diff, bart_diff, *layer_diff.values()) < 1e-5",
+            "(xattn_diff, bart_diff, max(layer_diff.values()))",
+        ),
+        Claim(
+            "our ROUGE-1/2/L equal Google's rouge-score on 300 pairs (P, R and F1)", "rouge_gap < 1e-12", "rouge_gap"
+        ),
+        Claim(
+            "training lowers the validation loss on held-out headlines",
+            "history.evals[-1]['loss'] < history.evals[0]['loss']",
+            "(round(history.evals[0]['loss'], 3), round(history.evals[-1]['loss'], 3))",
+        ),
     ],
     "04": [
-        Claim("the GPT-2 demo run beats the byte frequencies (only the context can do that)",
-              "history.evals[-1]['loss'] < baselines['unigram']",
-              "(round(history.evals[-1]['loss'], 3), round(baselines['unigram'], 3))"),
-        Claim("our GPT, same loop and settings, beats the byte frequencies too",
-              "h_gpt.evals[-1]['loss'] < byte_baselines(gpt_data[:-n_valid], gpt_data[-n_valid:])['unigram']",
-              "round(h_gpt.evals[-1]['loss'], 3)"),
+        Claim(
+            "the GPT-2 demo run beats the byte frequencies (only the context can do that)",
+            "history.evals[-1]['loss'] < baselines['unigram']",
+            "(round(history.evals[-1]['loss'], 3), round(baselines['unigram'], 3))",
+        ),
+        Claim(
+            "our GPT, same loop and settings, beats the byte frequencies too",
+            "h_gpt.evals[-1]['loss'] < byte_baselines(gpt_data[:-n_valid], gpt_data[-n_valid:])['unigram']",
+            "round(h_gpt.evals[-1]['loss'], 3)",
+        ),
         Claim("resuming after an interrupt is exact", "diff == 0.0", "diff"),
-        Claim("fit's curve matches Hugging Face Trainer (losses and weights within 1e-4)",
-              "hf_ldiff < 1e-4 and hf_wdiff < 1e-4", "(hf_ldiff, hf_wdiff)"),
+        Claim(
+            "fit's curve matches Hugging Face Trainer (losses and weights within 1e-4)",
+            "hf_ldiff < 1e-4 and hf_wdiff < 1e-4",
+            "(hf_ldiff, hf_wdiff)",
+        ),
     ],
     "05": [
-        Claim("the notebook's GPT run beats the unigram model on the held-out articles: it uses the context",
-              "gpt_nll / gpt_tokens < uni", "(round(gpt_nll / gpt_tokens, 3), round(uni, 3))"),
-        Claim("the shipped GPT checkpoint beats the unigram model", "gm['valid_loss'] < ckpt_uni",
-              "(round(gm['valid_loss'], 3), round(ckpt_uni, 3))"),
+        Claim(
+            "the notebook's GPT run beats the unigram model on the held-out articles: it uses the context",
+            "gpt_nll / gpt_tokens < uni",
+            "(round(gpt_nll / gpt_tokens, 3), round(uni, 3))",
+        ),
+        Claim(
+            "the shipped GPT checkpoint beats the unigram model",
+            "gm['valid_loss'] < ckpt_uni",
+            "(round(gm['valid_loss'], 3), round(ckpt_uni, 3))",
+        ),
         # No claim on the shipped encoder's use of context: re-scored with every position masked it sits at the
         # unigram level (6.070 vs 6.066 at cpu, 2026-12-06), and lesson 05 prints that verdict from the numbers.
         # When a retrained encoder beats unigram, add: "ck_gain > 2 * ck_se".
     ],
     "05a": [
-        Claim("our MLM + pair heads equal Hugging Face's BertForPreTraining (NSP) and AlbertForPreTraining (SOP) on copied weights",
-              "max(bert_diffs) < 1e-4 and max(albert_diffs) < 1e-4", "(max(bert_diffs), max(albert_diffs))"),
-        Claim("no held-out pair contains a sentence of the training articles, and the labels are balanced (chance 0.5)",
-              "all(p['first'] not in train_sentences and p['second'] not in train_sentences for t in held_pairs for p in held_pairs[t])"
-              " and all(sum(p['label'] for p in held_pairs[t]) == len(held_pairs[t]) // 2 for t in held_pairs)",
-              "{t: len(held_pairs[t]) for t in held_pairs}"),
-        Claim("word overlap alone is above chance on NSP (topic gives it away) and at chance on SOP (ALBERT's argument)",
-              "overlap_acc['nsp'].low > 0.5 and overlap_acc['sop'].low <= 0.5 <= overlap_acc['sop'].high",
-              "(str(overlap_acc['nsp']), str(overlap_acc['sop']))"),
+        Claim(
+            "our MLM + pair heads equal Hugging Face's BertForPreTraining (NSP) and AlbertForPreTraining (SOP) on "
+            "copied weights",
+            "max(bert_diffs) < 1e-4 and max(albert_diffs) < 1e-4",
+            "(max(bert_diffs), max(albert_diffs))",
+        ),
+        Claim(
+            "no held-out pair contains a sentence of the training articles, and the labels are balanced (chance 0.5)",
+            "all(p['first'] not in train_sentences and p['second'] not in train_sentences for t in held_pairs for p in "
+            "held_pairs[t])"
+            " and all(sum(p['label'] for p in held_pairs[t]) == len(held_pairs[t]) // 2 for t in held_pairs)",
+            "{t: len(held_pairs[t]) for t in held_pairs}",
+        ),
+        Claim(
+            "word overlap alone is above chance on NSP (topic gives it away) and at chance on SOP (ALBERT's argument)",
+            "overlap_acc['nsp'].low > 0.5 and overlap_acc['sop'].low <= 0.5 <= overlap_acc['sop'].high",
+            "(str(overlap_acc['nsp']), str(overlap_acc['sop']))",
+        ),
     ],
     "06": [
-        Claim("BBC topics: the best fine-tuned model reaches macro-F1 >= 0.90 (the cpu target)",
-              "best['bbc']['macro_f1'] >= 0.90", "(best['bbc']['method'], round(best['bbc']['macro_f1'], 3))"),
-        Claim("tweet sentiment: the best fine-tuned model is clearly above TF-IDF + logistic regression "
-              "(paired-bootstrap interval of the macro-F1 difference above 0)",
-              "gap['tweets'].low > 0", "str(gap['tweets'])"),
-        Claim("our head on MiniLM computes what AutoModelForSequenceClassification computes",
-              "(our_logits - hf_logits).abs().max().item() < 1e-5", "(our_logits - hf_logits).abs().max().item()"),
+        Claim(
+            "BBC topics: the best fine-tuned model reaches macro-F1 >= 0.90 (the cpu target)",
+            "best['bbc']['macro_f1'] >= 0.90",
+            "(best['bbc']['method'], round(best['bbc']['macro_f1'], 3))",
+        ),
+        Claim(
+            "tweet sentiment: the best fine-tuned model is clearly above TF-IDF + logistic regression "
+            "(paired-bootstrap interval of the macro-F1 difference above 0)",
+            "gap['tweets'].low > 0",
+            "str(gap['tweets'])",
+        ),
+        Claim(
+            "our head on MiniLM computes what AutoModelForSequenceClassification computes",
+            "(our_logits - hf_logits).abs().max().item() < 1e-5",
+            "(our_logits - hf_logits).abs().max().item()",
+        ),
     ],
     "06a": [
-        Claim("the plain fine-tuning run overfits: its validation loss turns and climbs while the training loss falls",
-              "diverged", "(round(ev[turn], 3), plain['history'].evals[turn]['step'], round(ev[-1], 3))"),
-        Claim("FGM's step has norm epsilon, points along the gradient, raises the loss, and is undone exactly",
-              "abs(r_adv.norm().item() - 0.5) < 1e-5 and cos.item() > 1 - 1e-5 and attacked > clean.item() "
-              "and torch.equal(toy[0].weight, w0)", "(round(r_adv.norm().item(), 6), round(cos.item(), 6))"),
-        Claim("freezing the backbone and early stopping each close more than half of the plain run's loss gap "
-              "(bootstrap interval above 0.5)",
-              "all(r['gap_closed'].low > 0.5 for r in rows if r['recipe'] in ('freeze backbone', 'early stopping'))",
-              "{r['recipe']: str(r['gap_closed']) for r in rows if r['recipe'] in ('freeze backbone', 'early stopping')}"),
+        Claim(
+            "the plain fine-tuning run overfits: its validation loss turns and climbs while the training loss falls",
+            "diverged",
+            "(round(ev[turn], 3), plain['history'].evals[turn]['step'], round(ev[-1], 3))",
+        ),
+        Claim(
+            "FGM's step has norm epsilon, points along the gradient, raises the loss, and is undone exactly",
+            "abs(r_adv.norm().item() - 0.5) < 1e-5 and cos.item() > 1 - 1e-5 and attacked > clean.item() "
+            "and torch.equal(toy[0].weight, w0)",
+            "(round(r_adv.norm().item(), 6), round(cos.item(), 6))",
+        ),
+        Claim(
+            "freezing the backbone and early stopping each close more than half of the plain run's loss gap "
+            "(bootstrap interval above 0.5)",
+            "all(r['gap_closed'].low > 0.5 for r in rows if r['recipe'] in ('freeze backbone', 'early stopping'))",
+            "{r['recipe']: str(r['gap_closed']) for r in rows if r['recipe'] in ('freeze backbone', 'early stopping')}",
+        ),
     ],
     "07": [
-        Claim("temperature scaling finds T close to 3 for logits three times too sure",
-              "abs(T_syn - 3) < 0.15", "round(T_syn, 3)"),
-        Claim("on the tweets (cpu sizes) temperature scaling lowers the test ECE and keeps the predictions",
-              "ece_after < ece_before and (probs_before.argmax(1) == probs_after.argmax(1)).all()",
-              "(round(ece_before, 4), round(ece_after, 4), round(T, 3))"),
-        Claim("fitting T lowers the test NLL", "nll_after <= nll_before",
-              "(round(nll_before, 4), round(nll_after, 4))"),
-        Claim("the mean of batch means is not the token-weighted perplexity",
-              "abs(math.exp(np.mean(batch_means)) / perplexity(nll_sum, n_tok) - 1) > 1e-3",
-              "(round(math.exp(np.mean(batch_means)), 3), round(perplexity(nll_sum, n_tok), 3))"),
+        Claim(
+            "temperature scaling finds T close to 3 for logits three times too sure",
+            "abs(T_syn - 3) < 0.15",
+            "round(T_syn, 3)",
+        ),
+        Claim(
+            "on the tweets (cpu sizes) temperature scaling lowers the test ECE and keeps the predictions",
+            "ece_after < ece_before and (probs_before.argmax(1) == probs_after.argmax(1)).all()",
+            "(round(ece_before, 4), round(ece_after, 4), round(T, 3))",
+        ),
+        Claim(
+            "fitting T lowers the test NLL", "nll_after <= nll_before", "(round(nll_before, 4), round(nll_after, 4))"
+        ),
+        Claim(
+            "the mean of batch means is not the token-weighted perplexity",
+            "abs(math.exp(np.mean(batch_means)) / perplexity(nll_sum, n_tok) - 1) > 1e-3",
+            "(round(math.exp(np.mean(batch_means)), 3), round(perplexity(nll_sum, n_tok), 3))",
+        ),
     ],
     "08": [
-        Claim("the method comparison resolves: on BBC the intervals split the methods into more than one tier",
-              "len(tiers['bbc']) >= 2", "tiers['bbc']"),
-        Claim("LoRA r=8 reaches the lesson's BBC macro-F1 bar (F1_MIN of the profile) that the untrained model misses",
-              "_bbc['lora r=8']['macro_f1'] >= F1_MIN > untrained['bbc']",
-              "(round(_bbc['lora r=8']['macro_f1'], 3), F1_MIN, untrained['bbc'])"),
-        Claim("with alpha / r the update shrinks as the rank grows; alpha / sqrt(r) keeps it about the same",
-              "growth['alpha / r'] < 0.5", "growth"),
+        Claim(
+            "the method comparison resolves: on BBC the intervals split the methods into more than one tier",
+            "len(tiers['bbc']) >= 2",
+            "tiers['bbc']",
+        ),
+        Claim(
+            "LoRA r=8 reaches the lesson's BBC macro-F1 bar (F1_MIN of the profile) that the untrained model misses",
+            "_bbc['lora r=8']['macro_f1'] >= F1_MIN > untrained['bbc']",
+            "(round(_bbc['lora r=8']['macro_f1'], 3), F1_MIN, untrained['bbc'])",
+        ),
+        Claim(
+            "with alpha / r the update shrinks as the rank grows; alpha / sqrt(r) keeps it about the same",
+            "growth['alpha / r'] < 0.5",
+            "growth",
+        ),
     ],
     "09": [
-        Claim("contextual calibration helps: at the best k, calibrated macro-F1 is clearly above raw "
-              "(interval above 0)",
-              "cal_vs_raw.low > 0", "str(cal_vs_raw)"),
-        Claim("the best few-shot setting is clearly above the majority class", "few_vs_base.low > 0",
-              "str(few_vs_base)"),
+        Claim(
+            "contextual calibration helps: at the best k, calibrated macro-F1 is clearly above raw (interval above 0)",
+            "cal_vs_raw.low > 0",
+            "str(cal_vs_raw)",
+        ),
+        Claim(
+            "the best few-shot setting is clearly above the majority class", "few_vs_base.low > 0", "str(few_vs_base)"
+        ),
     ],
     "11b": [
-        Claim("carrying the intent across turns beats reading the last turn only (paired bootstrap over whole "
-              "conversations, interval above 0)", "gain['carry'].low > 0", "str(gain['carry'])"),
-        Claim("a 512-token budget cuts the long session, keeps every prompt within it and never changes the "
-              "tracked intent",
-              "cut_tok.max() <= budget < full_tok.max() "
-              "and [r['intent'] for r in full_s.log] == [r['intent'] for r in cut_s.log]",
-              "(int(full_tok.max()), int(cut_tok.max()), round(float(cut_tok.sum() / full_tok.sum()), 3))"),
-        Claim("at a negative-share threshold of 0.5 most alerts are real: the precision's interval lies above 0.5",
-              "prec is not None and prec.low > 0.5", "str(prec)"),
+        Claim(
+            "carrying the intent across turns beats reading the last turn only (paired bootstrap over whole "
+            "conversations, interval above 0)",
+            "gain['carry'].low > 0",
+            "str(gain['carry'])",
+        ),
+        Claim(
+            "a 512-token budget cuts the long session, keeps every prompt within it and never changes the "
+            "tracked intent",
+            "cut_tok.max() <= budget < full_tok.max() "
+            "and [r['intent'] for r in full_s.log] == [r['intent'] for r in cut_s.log]",
+            "(int(full_tok.max()), int(cut_tok.max()), round(float(cut_tok.sum() / full_tok.sum()), 3))",
+        ),
+        Claim(
+            "at a negative-share threshold of 0.5 most alerts are real: the precision's interval lies above 0.5",
+            "prec is not None and prec.low > 0.5",
+            "str(prec)",
+        ),
     ],
     "09a": [
-        Claim("labels pay on the intents: at some budget a trained method's interval lies wholly above the best "
-              "prompting method's", "pays['intents'] is not None",
-              "pays['intents'] and (pays['intents']['budget'], pays['intents']['method'], str(pays['intents']['f1']))"),
-        Claim("labels pay on the tweets too, by the largest budget", "pays['tweets'] is not None",
-              "pays['tweets'] and (pays['tweets']['budget'], pays['tweets']['method'], str(pays['tweets']['f1']))"),
-        Claim("a prompt costs over 5x the CPU per query of any trained encoder (head only, LoRA, full fine-tuning)",
-              "all(top_cost[t, 'few-shot, calibrated'][1] > 5 * top_cost[t, m][1] for t in tasks "
-              "for m in ('head only', 'LoRA', 'full fine-tuning'))",
-              "{t: round(top_cost[t, 'few-shot, calibrated'][1] / max(top_cost[t, m][1] for m in "
-              "('head only', 'LoRA', 'full fine-tuning')), 1) for t in tasks}"),
+        Claim(
+            "labels pay on the intents: at some budget a trained method's interval lies wholly above the best "
+            "prompting method's",
+            "pays['intents'] is not None",
+            "pays['intents'] and (pays['intents']['budget'], pays['intents']['method'], str(pays['intents']['f1']))",
+        ),
+        Claim(
+            "labels pay on the tweets too, by the largest budget",
+            "pays['tweets'] is not None",
+            "pays['tweets'] and (pays['tweets']['budget'], pays['tweets']['method'], str(pays['tweets']['f1']))",
+        ),
+        Claim(
+            "a prompt costs over 5x the CPU per query of any trained encoder (head only, LoRA, full fine-tuning)",
+            "all(top_cost[t, 'few-shot, calibrated'][1] > 5 * top_cost[t, m][1] for t in tasks "
+            "for m in ('head only', 'LoRA', 'full fine-tuning'))",
+            "{t: round(top_cost[t, 'few-shot, calibrated'][1] / max(top_cost[t, m][1] for m in "
+            "('head only', 'LoRA', 'full fine-tuning')), 1) for t in tasks}",
+        ),
     ],
     "12": [
-        Claim("zero-shot accuracy with the training templates' ensemble is above 0.8 (a real run: the prompts work)",
-              "acc['ensemble of the training templates'] > 0.8", "round(acc['ensemble of the training templates'], 3)"),
-        Claim("zero-shot accuracy with the held-out templates' ensemble is above 0.5",
-              "acc['ensemble of the held-out templates'] > 0.5", "round(acc['ensemble of the held-out templates'], 3)"),
-        Claim("the untrained model is near chance, below the trained zero-shot accuracy",
-              "acc_untrained < acc['ensemble of the training templates']", "(round(acc_untrained, 3), chance)"),
+        Claim(
+            "zero-shot accuracy with the training templates' ensemble is above 0.8 (a real run: the prompts work)",
+            "acc['ensemble of the training templates'] > 0.8",
+            "round(acc['ensemble of the training templates'], 3)",
+        ),
+        Claim(
+            "zero-shot accuracy with the held-out templates' ensemble is above 0.5",
+            "acc['ensemble of the held-out templates'] > 0.5",
+            "round(acc['ensemble of the held-out templates'], 3)",
+        ),
+        Claim(
+            "the untrained model is near chance, below the trained zero-shot accuracy",
+            "acc_untrained < acc['ensemble of the training templates']",
+            "(round(acc_untrained, 3), chance)",
+        ),
     ],
 }
 

@@ -40,7 +40,10 @@ def run(cmd: list[str], timeout: float, env: dict) -> tuple[str, float, str]:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 1), env=env, cwd=ROOT)
         status, out = ("ok" if r.returncode == 0 else "failed"), r.stdout + r.stderr
     except subprocess.TimeoutExpired as e:
-        status, out = "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        status, out = (
+            "timeout",
+            (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""),
+        )
     return status, round(time.monotonic() - t0, 1), out[-1500:]
 
 
