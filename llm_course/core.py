@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PROFILES', 'COMPLETE_MARKER', 'ASSETS', 'get_device', 'set_seed', 'Profile', 'get_profile', 'cache_dir', 'atomic_dir',
-           'is_complete', 'Asset', 'MissingAssetError', 'asset_path', 'Check', 'doctor']
+__all__ = ['PROFILES', 'COMPLETE_MARKER', 'ASSETS', 'get_device', 'set_seed', 'eval_mode', 'Profile', 'get_profile', 'cache_dir',
+           'atomic_dir', 'is_complete', 'Asset', 'MissingAssetError', 'asset_path', 'Check', 'doctor']
 
 # %% ../nbs/00_core.ipynb #9d8a026d
 def _valid_devices() -> list[str]:
@@ -47,6 +47,16 @@ def set_seed(seed: int = 42, # the seed for Python, NumPy and torch
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     return seed
+
+# %% ../nbs/00_core.ipynb #6d0c7655
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module, # the model to evaluate
+             ):
+    "Switch `model` to eval mode inside the `with` block; its train/eval mode is restored afterwards, even on errors."
+    was_training = model.training
+    model.eval()
+    try: yield model
+    finally: model.train(was_training)
 
 # %% ../nbs/00_core.ipynb #ce0263b1
 @dataclass(frozen=True)
