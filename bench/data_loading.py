@@ -20,7 +20,6 @@ import transformers
 
 from llm_course.core import asset_path
 from llm_course.data import (
-    TextData,
     load_bbc,
     load_corpus,
     load_intents,

@@ -65,7 +65,8 @@ def train_section(a, device):
     print(f"{'variant':<16}{'ms/step':>9}{'time / fp32':>13}{'peak MiB':>10}{'peak / fp32':>13}")
     for k, r in rows.items():
         print(
-            f"{k:<16}{r['step_s'] * 1e3:>9.0f}{r['time_vs_fp32']:>12.2f}x{r['peak_bytes'] / 2**20:>10.1f}{r['peak_vs_fp32']:>12.2f}x"
+            f"{k:<16}{r['step_s'] * 1e3:>9.0f}{r['time_vs_fp32']:>12.2f}x"
+            f"{r['peak_bytes'] / 2**20:>10.1f}{r['peak_vs_fp32']:>12.2f}x"
         )
     print(
         f"loss fp32 {l32:.5f}, bf16 autocast {l16:.5f} (difference {abs(l16 - l32):.1e}); estimated activations "
@@ -79,7 +80,7 @@ def linear_section(a):
     from llm_course.efficiency import QuantLinear, interleaved_times
     from torch.ao.quantization import quantize_dynamic
     out = {}
-    print(f"\nLinear layers of SmolLM2's MLP, CPU, 1 process; time / fp32 < 1 means faster than fp32")
+    print("\nLinear layers of SmolLM2's MLP, CPU, 1 process; time / fp32 < 1 means faster than fp32")
     print(f"{'shape':<14}{'tokens':>7}{'fp32 ms':>9}{'int8 ours':>11}{'4-bit g32':>11}{'int8 dynamic':>14}")
     for d_in, d_out in ((576, 1536), (1536, 576)):
         torch.manual_seed(0)
@@ -135,7 +136,8 @@ def smollm2_section(a):
     for k, r in res.items():
         r.update(s=t[k], time_vs_fp32=t[k] / t["fp32"])
         print(
-            f"{k:<23}{r['bytes'] / 1e6:>8.1f}{r['bytes'] / res['fp32']['bytes']:>10.2f}x{r['ppl']:>12.3f}{r['agree']:>13.1%}{r['time_vs_fp32']:>10.2f}x"
+            f"{k:<23}{r['bytes'] / 1e6:>8.1f}{r['bytes'] / res['fp32']['bytes']:>10.2f}x"
+            f"{r['ppl']:>12.3f}{r['agree']:>13.1%}{r['time_vs_fp32']:>10.2f}x"
         )
     return res
 

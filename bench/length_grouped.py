@@ -52,7 +52,7 @@ def main(argv=None) -> int:
                grouped_over_shuffled_tokens=round(padded["grouped"] / padded["shuffled"], 3), steps_each=n,
                threads=torch.get_num_threads(), load_avg=round(os.getloadavg()[0], 1), cores=os.cpu_count(),
                machine=platform.processor() or platform.machine(), date=datetime.date.today().isoformat())
-    print(f"| loader | CPU s / step | padded tokens / step | padding |\n|---|---:|---:|---:|")
+    print("| loader | CPU s / step | padded tokens / step | padding |\n|---|---:|---:|---:|")
     for k, v in rows.items():
         print(f"| {k} | {v['cpu_s_per_step']:.3f} | {v['padded_tokens_per_step']:.0f} | {v['padding']:.1%} |")
     print(

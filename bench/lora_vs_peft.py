@@ -141,13 +141,15 @@ def main():
     for c in CONFIGS:
         m = med[c]
         print(
-            f"{c:6s} {m['trainable']:>11,} {m['wall_s']:>12.3f} {m['cpu_s']:>11.3f} {m['rss_before_mb']:>14.0f} {m['rss_peak_mb']:>12.0f} {m['train_delta_mb']:>15.0f}"
+            f"{c:6s} {m['trainable']:>11,} {m['wall_s']:>12.3f} {m['cpu_s']:>11.3f} "
+            f"{m['rss_before_mb']:>14.0f} {m['rss_peak_mb']:>12.0f} {m['train_delta_mb']:>15.0f}"
         )
     print()
     for k, v in ratios.items(): print(f"{k:30s} {v:.3f}x")
     ok_time, ok_mem = ratios["ours/peft step cpu"] <= 1.05, abs(ratios["ours/peft peak RSS"] - 1) <= 0.05
     print(
-        f"\ntargets: step time <= 1.05x peft: {'met' if ok_time else 'MISSED'}; peak memory within 5%: {'met' if ok_mem else 'MISSED'}"
+        f"\ntargets: step time <= 1.05x peft: {'met' if ok_time else 'MISSED'}; "
+        f"peak memory within 5%: {'met' if ok_mem else 'MISSED'}"
     )
     res = dict(
         settings=dict(

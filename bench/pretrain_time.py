@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from llm_course.core import get_profile
-from llm_course.pretraining import heldout_data, load_checkpoint_model, pretrain, valid_loss
+from llm_course.pretraining import load_checkpoint_model, pretrain, valid_loss
 from llm_course.training import Callback
 
 MARGINS = (0.5, 0.2, 0.1, 0.05, 0.0)
@@ -86,7 +86,8 @@ def main(argv=None):
         print(
             f"reached {end['loss']:.4f} (within {TOL} of {target:.4f}) at step {end['step']} after "
             f"{end['train_s']:.0f} s of training "
-            f"({end['step'] * p.batch_size * p.block_size / end['train_s']:,.0f} tokens/s; one evaluation {eval_s:.1f} s)"
+            f"({end['step'] * p.batch_size * p.block_size / end['train_s']:,.0f} tokens/s; "
+            f"one evaluation {eval_s:.1f} s)"
         )
     else: print(f"did not reach {target:.4f} in {meta['steps']} steps (last {stop.rows[-1]['loss']:.4f})")
     out = dict(

@@ -12,7 +12,7 @@ the same run.
 
 Targets on CPU: ours >= 0.95x the bare step and >= 1.2x GPT2LMHeadModel (gelu_new, as users get it).
 """
-import argparse, json, math, os, platform, statistics, sys, time
+import argparse, json, os, platform, statistics, sys, time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -61,7 +61,8 @@ class BareGPT(nn.Module):
 
 # ---------------------------------------------------------------------------------------------
 def matmul_peak(n=2048, reps=5, device="cpu", dtype=torch.float32):
-    "GFLOP/s of the best of `reps` (n x n) @ (n x n) matmuls in `dtype` on `device` (the peak the MFU is measured against)."
+    """GFLOP/s of the best of `reps` (n x n) @ (n x n) matmuls in `dtype` on `device` (the peak the MFU is measured
+    against)."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = min(_timed(lambda: a @ b, device) for _ in range(reps))
@@ -197,11 +198,13 @@ def main(argv=None):
         f"load average (1 min) at start {load_start:.1f}, at end {os.getloadavg()[0]:.1f}\n"
     )
     print(
-        f"{'model':<20}{'ms/step':>9}{'best':>7}{'tokens/s':>10}{'best':>8}{'MFU':>6}{'best':>6}{'vs bare (IQR)':>20}{'vs HF (IQR)':>20}"
+        f"{'model':<20}{'ms/step':>9}{'best':>7}{'tokens/s':>10}{'best':>8}{'MFU':>6}{'best':>6}"
+        f"{'vs bare (IQR)':>20}{'vs HF (IQR)':>20}"
     )
     for name, r in res.items():
         print(
-            f"{name:<20}{r['step_s'] * 1e3:>9.0f}{r['best_step_s'] * 1e3:>7.0f}{r['tokens_per_s']:>10,.0f}{r['best_tokens_per_s']:>8,.0f}"
+            f"{name:<20}{r['step_s'] * 1e3:>9.0f}{r['best_step_s'] * 1e3:>7.0f}"
+            f"{r['tokens_per_s']:>10,.0f}{r['best_tokens_per_s']:>8,.0f}"
             f"{r['mfu']:>6.0%}{r['best_mfu']:>6.0%}"
             f"{r['vs_bare']:>8.2f}x ({r['vs_bare_iqr'][0]:.2f}-{r['vs_bare_iqr'][1]:.2f})"
             f"{r['vs_hf']:>8.2f}x ({r['vs_hf_iqr'][0]:.2f}-{r['vs_hf_iqr'][1]:.2f})"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from llm_course.core import get_profile, set_seed
+from llm_course.core import get_profile
 from llm_course.data import load_corpus
 from llm_course.pretraining import (
     CHECKPOINTS_DIR,
@@ -55,7 +55,8 @@ def trained_weights(model, train_layers):
     return sum(q.numel() for m in parts for q in m.parameters()) + model.cls.predictions.bias.numel()
 
 def trained_minilm_mlm(p, train_layers, args):
-    "`train_minilm_mlm` with these settings, kept in the course cache (an interrupted or repeated build does not train twice)."
+    """`train_minilm_mlm` with these settings, kept in the course cache (an interrupted or repeated build does not train
+    twice)."""
     from llm_course.assets import load_cached
     from llm_course.core import cache_dir
     steps = args.steps or MINILM_MLM_STEPS.get(p.name, 300)
@@ -80,7 +81,8 @@ def unigram_eval(p, tok):
     return dict(nll=-logp[ys].mean().item(), top1=(ys == logp.argmax()).double().mean().item())
 
 def build_minilm_mlm(p, args):
-    "Train the candidates, measure them on the same held-out text, ship the best one of at most --max-mb MB, with the comparison."
+    """Train the candidates, measure them on the same held-out text, ship the best one of at most --max-mb MB, with the
+    comparison."""
     from llm_course.assets import load_minilm_tokenizer
     tok, rows, models = load_minilm_tokenizer(), [], {}
     def add(variant, ev, layers, rank, ship_params, ship_mb, info):

@@ -59,7 +59,8 @@ def test_asset_descriptions_state_what_the_models_hold(minilm):
 
 
 def test_hub_names_fail_at_once_offline():
-    "With the offline switches on, a hub name fails saying it is offline (no network attempt: the message is the proof, no timing)."
+    """With the offline switches on, a hub name fails saying it is offline (no network attempt: the message is the
+    proof, no timing)."""
     from transformers import AutoTokenizer
     with pytest.raises(OSError, match="offline mode"): AutoTokenizer.from_pretrained("llm-course/no-such-model")
 
@@ -167,6 +168,7 @@ def test_second_call_reads_the_cache_not_the_gguf(smollm2_cache, monkeypatch, ca
     assert smollm2_path() == smollm2_cache
     assert cache_info(smollm2_cache)["build_id"] == before
     assert "converting" not in capsys.readouterr().out
+    assert tok("hello")["input_ids"]   # the cached tokenizer works too
     assert model.get_input_embeddings().weight.shape == (49152, 576)
     half = load_smollm2(dtype=torch.bfloat16)
     assert half.get_input_embeddings().weight.dtype == torch.bfloat16
@@ -261,7 +263,8 @@ def test_interrupted_save_never_leaves_a_cache(fake_smollm2, tmp_cache, monkeypa
 
 
 def test_killed_writer_is_cleaned_up_and_rebuilt(fake_smollm2, tmp_cache):
-    "A writer killed with SIGKILL mid-save (no clean-up runs) leaves only a temporary folder, removed by the next build."
+    """A writer killed with SIGKILL mid-save (no clean-up runs) leaves only a temporary folder, removed by the next
+    build."""
     halfway = tmp_cache.parent / "halfway"
     script = textwrap.dedent(f"""
         import sys, time

@@ -3,7 +3,7 @@
 Needs Playwright's Python package and Debian's chromium (`./course setup` installs both when it runs as root);
 never `playwright install`. Screenshots go to .cache/browser/ (the path is printed).
 """
-import http.server, json, os, shutil, signal, socket, subprocess, threading, time, urllib.request
+import http.server, json, os, signal, socket, subprocess, threading, time, urllib.request
 from functools import partial
 from pathlib import Path
 

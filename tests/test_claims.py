@@ -4,7 +4,6 @@ import importlib.util, json, sys
 from pathlib import Path
 
 import nbformat
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("claims", ROOT / "tools" / "claims.py")

@@ -45,7 +45,8 @@ def run_cli(*args):
 
 # --- student versions ------------------------------------------------------------------------------------------
 def test_strip_markers_keeps_indentation_and_names_bad_cells():
-    src = "class A:\n    def f(self):\n        x = 1\n        ### BEGIN SOLUTION\n        return x\n        ### END SOLUTION\n"
+    src = ("class A:\n    def f(self):\n        x = 1\n"
+           "        ### BEGIN SOLUTION\n        return x\n        ### END SOLUTION\n")
     assert (
         C.strip_markers(src)
         == "class A:\n    def f(self):\n        x = 1\n        # YOUR CODE HERE\n        raise NotImplementedError()\n"

@@ -1,7 +1,7 @@
 """`llm-course finetune / predict / serve` against the failures a user meets: every one ends in one line that names the
 file and the fix and a non-zero exit, never a traceback; Ctrl-C during finetune leaves nothing that looks finished;
 and no command path reaches for the network (sockets blocked)."""
-import contextlib, csv, io, json, shutil
+import contextlib, csv, io, shutil
 from pathlib import Path
 
 import pytest

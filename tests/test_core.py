@@ -1,6 +1,5 @@
 """llm_course.core: device override, profiles, seeds, cache dir, atomic writes (killed halfway), doctor."""
-import os, signal, subprocess, sys, textwrap, time
-from pathlib import Path
+import signal, subprocess, sys, textwrap
 import importlib.util
 
 import pytest

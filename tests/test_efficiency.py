@@ -94,7 +94,7 @@ def _scaler_run(scaler, inf_at=(1, 4), steps=7):
     set_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    x, y, scales, stepped = torch.randn(12, 6), torch.randn(12, 1), [], []
+    x, y, scales = torch.randn(12, 6), torch.randn(12, 1), []
     for i in range(steps):
         scaler.scale(F.mse_loss(model(x), y)).backward()
         if i in inf_at: model[2].weight.grad[0, 0] = float("nan")

@@ -11,14 +11,15 @@ from hypothesis import example, given, settings, strategies as st
 from llm_course.evaluation import (
     accuracy_score, bootstrap_ci, calibration_bins, classification_report, confusion_matrix, expected_calibration_error,
     f1_score, fit_temperature, lm_nll, mcnemar_test, mean_nll, normalize_confusion, paired_bootstrap, perplexity,
-    precision_recall_fscore_support, precision_score, recall_score, softmax, assert_sklearn_parity)
+    precision_score, recall_score, softmax, assert_sklearn_parity)
 
 ZERO_DIVISION = ["warn", 0, 1, np.nan]
 
 
 @st.composite
 def label_cases(draw, max_k=5, max_n=30):
-    "Random (y_true, y_pred, labels): small class counts, classes missing from either side, labels= a shuffled superset or None."
+    """Random (y_true, y_pred, labels): small class counts, classes missing from either side, labels= a shuffled
+    superset or None."""
     k = draw(st.integers(1, max_k))
     n = draw(st.integers(1, max_n))
     y_true = draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n))

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from llm_course import exercises as X
 from llm_course.exercises import (
     EXERCISES,
-    Case,
     CheckResult,
     Exercise,
     ExerciseFailed,
@@ -507,7 +506,8 @@ def test_metadata_validator_catches_broken_notebooks():
 
 
 def test_check_writes_nothing_to_stderr(capsys):
-    "nbgrader scores 0 a check cell with stderr output: the checker's own warnings, progress bars and log lines go elsewhere."
+    """nbgrader scores 0 a check cell with stderr output: the checker's own warnings, progress bars and log lines go
+    elsewhere."""
     import logging, sys, warnings
     def noisy(T_q, T_k=None):
         warnings.warn("a FutureWarning from some library", FutureWarning)

@@ -4,7 +4,6 @@ references agree with scikit-learn and peft."""
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from llm_course.core import get_profile
@@ -46,7 +45,6 @@ def expected_calibration_error(probs, y_true, n_bins=15):
     probs = np.asarray(probs, float)
     conf, correct = probs.max(1), (probs.argmax(1) == np.asarray(y_true)).astype(float)
     b = np.clip(np.digitize(conf, np.linspace(0, 1, n_bins + 1)[1:-1], right=True), 0, n_bins - 1)
-    n = np.bincount(b, minlength=n_bins)
     gap = np.abs(np.bincount(b, correct, n_bins) - np.bincount(b, conf, n_bins))
     return float(gap.sum() / len(conf))
 

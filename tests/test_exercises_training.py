@@ -2,7 +2,6 @@
 reference pass, each usual mistake is recognised and named, and a do-nothing answer earns 0 without crashing them."""
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -1,6 +1,6 @@
 """Task heads: masking in pooling, losses against torch, freezing counts, layer-wise learning rates inside `fit`,
 save/load round trips, and the `llm-course finetune` / `predict` commands end to end, including bad CSV files."""
-import contextlib, csv, io, math, subprocess, sys
+import contextlib, csv, io, subprocess, sys
 
 import numpy as np
 import pytest

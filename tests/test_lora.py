@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from llm_course.core import set_seed
-from llm_course.lora import (LoRALinear, PromptTuning, PrefixTuning, BottleneckAdapter, add_adapters, add_lora, bitfit,
+from llm_course.lora import (PromptTuning, PrefixTuning, BottleneckAdapter, add_adapters, add_lora, bitfit,
                              count_parameters, copy_lora_weights, from_peft_state_dict, linear_names, load_lora,
                              load_peft_adapter, lora_layers, lora_state_dict, merge_lora, prefix_from_peft, save_lora,
                              save_peft_adapter, to_peft_state_dict, training_memory, unmerge_lora)
@@ -128,7 +128,8 @@ def test_prefix_tuning_matches_peft_on_gpt2():
 
 
 def test_prefix_tuning_on_hf_bert_matches_our_encoder():
-    "The Hugging Face path (pre-hooks that hand BertSelfAttention our cache and widen its mask) equals our encoder's cache hook."
+    """The Hugging Face path (pre-hooks that hand BertSelfAttention our cache and widen its mask) equals our encoder's
+    cache hook."""
     from llm_course.transformer import Encoder, EncoderConfig, to_hf_bert
     set_seed(0)
     enc = Encoder(EncoderConfig(vocab_size=40, block_size=24, n_layer=2, n_head=2, n_embd=16)).eval()
@@ -223,7 +224,8 @@ def test_unsupported_peft_options_are_refused(tmp_path):
 
 
 def test_rslora_matches_peft_and_round_trips(tmp_path):
-    "use_rslora: scaling alpha / sqrt(r) as peft's, saved and read back both ways (alpha / r here would differ by 2x at r=4)."
+    """use_rslora: scaling alpha / sqrt(r) as peft's, saved and read back both ways (alpha / r here would differ by 2x
+    at r=4)."""
     base, batch = tiny_bert(), tiny_batch()
     ours = add_lora(copy.deepcopy(base), ["query", "value"], r=4, lora_alpha=6, use_rslora=True).eval()
     theirs = get_peft_model(
@@ -254,7 +256,8 @@ def test_rslora_matches_peft_and_round_trips(tmp_path):
 
 
 def test_prompt_tuning_class_label_init_matches_peft_text_init(minilm):
-    "init_ids: the label words' embeddings cycled to n rows, as peft's prompt_tuning_init='TEXT' (a random draw would not match)."
+    """init_ids: the label words' embeddings cycled to n rows, as peft's prompt_tuning_init='TEXT' (a random draw would
+    not match)."""
     from llm_course.assets import load_minilm_tokenizer
     base, _ = minilm
     tok = load_minilm_tokenizer()
@@ -352,7 +355,8 @@ def test_bad_inputs():
 
 
 def test_adapter_for_another_head_size_is_refused(tmp_path):
-    "An adapter whose saved head has 3 classes does not load into a 4-class model: the error names both shapes and the fix."
+    """An adapter whose saved head has 3 classes does not load into a 4-class model: the error names both shapes and the
+    fix."""
     save_lora(add_lora(tiny_bert(3), ["query"], r=2, modules_to_save=["classifier"]), tmp_path)
     with pytest.raises(
         ValueError,

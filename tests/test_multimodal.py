@@ -17,7 +17,6 @@ from llm_course.multimodal import (
     ByteTextEncoder,
     ClampLogitScale,
     CNNEncoder,
-    DigitSplit,
     FrozenMiniLMText,
     ImageTextPairs,
     ViTEncoder,
@@ -250,7 +249,8 @@ def test_training_learns_repeats_and_clamps():
 
 
 def test_bf16_autocast_path_and_minilm_training():
-    "fit's bf16 autocast (the CUDA default) through the towers and the class-aware loss, here on the CPU; the frozen-MiniLM model trains."
+    """fit's bf16 autocast (the CUDA default) through the towers and the class-aware loss, here on the CPU; the
+    frozen-MiniLM model trains."""
     p = get_profile("ci")
     s = split_digits(profile=p)
     for text in ("bytes", "minilm"):

@@ -47,7 +47,8 @@ def with_mistakes(release: dict, source: dict) -> tuple[dict, dict]:
         name = md["grade_id"].removesuffix("_solution"); e = EXERCISES[name]
         planted[name] = bool(e.mistakes)
         if not e.mistakes: c["source"] = sol[md["grade_id"]]["source"]; continue  # no usual mistake: the right answer
-        get = f"from llm_course.exercises import get_exercise as _get\n_wrong = list(_get({name!r}).mistakes.values())[0]\n"
+        get = (f"from llm_course.exercises import get_exercise as _get\n"
+               f"_wrong = list(_get({name!r}).mistakes.values())[0]\n")
         c["source"] = get + (f"def {name}(*args, **kwargs): return _wrong(*args, **kwargs)" if e.wants_function else
                              f"_c = _get({name!r}).cases(0)[0]\n{name} = _wrong(*_c.args, **_c.kwargs)")
     return nb, planted

@@ -61,7 +61,8 @@ def test_offline_switches_are_set_before_transformers_is_imported():
         "'HF_DATASETS_OFFLINE')])"
     )
     # huggingface_hub imported first (its constant already read as "online"): go_offline flips the constant
-    late = "import huggingface_hub.constants as c; assert not c.is_offline_mode(); import llm_course.assets; print(c.is_offline_mode())"
+    late = ("import huggingface_hub.constants as c; assert not c.is_offline_mode(); "
+            "import llm_course.assets; print(c.is_offline_mode())")
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -97,7 +98,8 @@ def test_smollm2_offline(no_network):
 
 
 def test_data_sets_offline(no_network):
-    "Every `load_*` function of llm_course.data that needs no argument works offline (skipped only if the module is absent)."
+    """Every `load_*` function of llm_course.data that needs no argument works offline (skipped only if the module is
+    absent)."""
     if not (PKG / "data.py").exists(): pytest.skip("llm_course/data.py does not exist yet")
     data = importlib.import_module("llm_course.data")
     loaders = {

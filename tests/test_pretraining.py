@@ -1,7 +1,7 @@
 """Checks of llm_course.pretraining: the two objectives, masking statistics, perplexity weighting, KV-cache exactness,
 top-k / top-p filtering, bad input, the shipped checkpoints (MiniLM's masked-LM head:
 tests/test_minilm_checkpoint.py)."""
-import json, math
+import math
 
 import pytest
 import torch

@@ -159,7 +159,8 @@ def test_tokenizer_of_another_model_is_refused(smol):
 
 # ---------------------------------------------------------------- calibration, scores, demonstrations
 def test_calibrate_renormalises_W_p_and_agrees_with_zhao_et_al_on_predictions():
-    "q = W p / sum(W p), W = diag(p_cf)^-1: the documented formula. Zhao et al.'s softmax(W p) predicts the same, with other probabilities."
+    """q = W p / sum(W p), W = diag(p_cf)^-1: the documented formula. Zhao et al.'s softmax(W p) predicts the same, with
+    other probabilities."""
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(3), size=5); p_cf = rng.dirichlet(np.ones(3))
     q = calibrate(p, p_cf)

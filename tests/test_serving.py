@@ -3,7 +3,6 @@ and `llm-course serve` as a user runs it (a subprocess stopped with SIGTERM)."""
 import json, os, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 
-import pytest
 
 from llm_course.serving import Limits, create_app, load_test, run_in_thread
 

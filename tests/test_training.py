@@ -52,7 +52,8 @@ def weights_diff(a, b):
 
 @pytest.mark.parametrize("k", [3, 5])
 def test_resume_after_interrupt_is_bitwise_exact(data, tmp_path, k):
-    "Interrupt after step k (as Ctrl-C would, from a callback), resume in a fresh model: same weights and losses, atol 0."
+    """Interrupt after step k (as Ctrl-C would, from a callback), resume in a fresh model: same weights and losses, atol
+    0."""
     c = cfg(max_steps=9, grad_accum=2, ckpt_every=4, out_dir=str(tmp_path / "run"))
     full = tiny_gpt2(BLOCK, dropout=0.1, seed=0)
     h_full = fit(full, data, config=cfg(max_steps=9, grad_accum=2))
@@ -77,7 +78,8 @@ def _groups(model):
 
 
 def test_param_groups_train_with_their_own_rates_and_resume_exactly(data, tmp_path):
-    "fit(param_groups=...): each group keeps its own peak rate under the shared schedule, and an interrupted run resumes exactly."
+    """fit(param_groups=...): each group keeps its own peak rate under the shared schedule, and an interrupted run
+    resumes exactly."""
     c = cfg(max_steps=7, ckpt_every=3, out_dir=str(tmp_path / "run"))
     full = tiny_gpt2(BLOCK, dropout=0.1, seed=0)
     seen = []
@@ -111,7 +113,8 @@ def sigint_at(calls_to_signal, presses=1):
 
 
 def test_ctrl_c_in_the_middle_of_a_step_finishes_it_then_saves(data, tmp_path, capsys):
-    "A real SIGINT during the 2nd micro-batch of step 4: step 4 completes, the checkpoint is of step 4, resuming is exact."
+    """A real SIGINT during the 2nd micro-batch of step 4: step 4 completes, the checkpoint is of step 4, resuming is
+    exact."""
     c = cfg(max_steps=7, grad_accum=2, out_dir=str(tmp_path / "run"))
     full = tiny_gpt2(BLOCK, dropout=0.1, seed=0)
     h_full = fit(full, data, config=cfg(max_steps=7, grad_accum=2))
@@ -317,7 +320,7 @@ def test_early_stopping_triggers_and_survives_a_resume(data, tmp_path):
     h = fit(tiny_gpt2(BLOCK), data, valid, cfg(lr=0.0, max_steps=40, eval_every=2, patience=3))
     assert [e["step"] for e in h.evals] == [2, 4, 6, 8] and h.stopped.startswith("early stopping")
     c = cfg(lr=0.0, max_steps=40, eval_every=2, patience=3, out_dir=str(tmp_path / "run"))
-    h1 = fit(tiny_gpt2(BLOCK), data, valid, c, callbacks=[InterruptAt(5)])   # evaluations at 2 and 4, then Ctrl-C
+    fit(tiny_gpt2(BLOCK), data, valid, c, callbacks=[InterruptAt(5)])   # evaluations at 2 and 4, then Ctrl-C
     h2 = fit(tiny_gpt2(BLOCK), data, valid, c, resume=True)
     assert [e["step"] for e in h2.evals] == [2, 4, 6, 8] and h2.stopped.startswith("early stopping")
     h3 = fit(tiny_gpt2(BLOCK), data, valid, cfg(lr=3e-3, max_steps=6, eval_every=2, patience=1))   # improving: no stop

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from llm_course.core import get_profile, set_seed
 from llm_course.transformer import (GPT, GPTConfig, Encoder, EncoderConfig, EncoderForMaskedLM, MultiHeadAttention,

@@ -11,12 +11,12 @@ released exercise has no solution to check). Executed notebooks are cached in .c
 the package source (llm_course/*.py) and the profile, so a rebuild after one lesson's edit re-executes that lesson.
 The build writes `build.json` (what was executed and how long it took) and exits 1 if a cell failed.
 """
-import argparse, asyncio, configparser, hashlib, html, json, os, re, shutil, sys, tempfile, time
+import argparse, configparser, hashlib, html, json, os, re, shutil, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workspace import ROOT, _dump, lesson_paths, released_exercises, start_page, student_lessons  # noqa: E402
+from workspace import ROOT, _dump, released_exercises, start_page, student_lessons  # noqa: E402
 
 import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
