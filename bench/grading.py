@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from llm_course.classroom import grade
-from llm_course.exercises import nbgrader_metadata
+from llm_course.exercise_notebooks import nbgrader_metadata
 from llm_course.sandbox import SandboxWarning, sandbox_mode
 
 TARGET = 1.5

@@ -9,21 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from llm_course import exercises as X
-from llm_course.exercises import (
-    EXERCISES,
-    CheckResult,
-    Exercise,
-    ExerciseFailed,
-    TimeLimitExceeded,
-    check,
-    compare,
-    decode,
-    encode,
-    exercise_notebook_problems,
-    get_exercise,
-    tag_exercise_notebook,
-    time_limit,
-)
+from llm_course.answers import AnswerNotEncodable, TimeLimitExceeded, compare, decode, encode, time_limit
+from llm_course.exercise_notebooks import exercise_notebook_problems, tag_exercise_notebook
+from llm_course.exercises import EXERCISES, CheckResult, Exercise, ExerciseFailed, check, get_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs" / "exercises"
@@ -375,7 +363,7 @@ def test_encode_decode_round_trip_and_refusals():
         {1: "int key"},
         torch.ones(2, dtype=torch.complex64),
     ):
-        with pytest.raises(X.AnswerNotEncodable, match="cannot read"): encode(bad)
+        with pytest.raises(AnswerNotEncodable, match="cannot read"): encode(bad)
     for bad in (
         {"tuple": [1], "x": 2},
         {"float": "1e3"},

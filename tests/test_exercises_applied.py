@@ -10,7 +10,8 @@ import torch
 
 from transformers.models.clip.modeling_clip import image_text_contrastive_loss as hf_clip_loss   # imported here:
 # an import inside a checked function would count against its time limit
-from llm_course.exercises import get_exercise, list_exercises, exercise_notebook_problems
+from llm_course.exercise_notebooks import exercise_notebook_problems
+from llm_course.exercises import get_exercise, list_exercises
 from llm_course.exercise_sets import applied as A
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 
 from llm_course import classroom as C
 from llm_course.cli import main
-from llm_course.exercises import nbgrader_metadata
+from llm_course.exercise_notebooks import nbgrader_metadata
 from llm_course.sandbox import sandbox_mode
 
 MODE = sandbox_mode()

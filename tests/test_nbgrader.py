@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_course.exercises import EXERCISES, exercise_notebook_problems, tag_exercise_notebook
+from llm_course.exercise_notebooks import exercise_notebook_problems, tag_exercise_notebook
+from llm_course.exercises import EXERCISES
 
 ROOT = Path(__file__).resolve().parents[1]
 # every exercise notebook; LLM_COURSE_NBGRADER_GLOB="ex0[0-3]*.ipynb" narrows a local run (the suite runs them all)
