@@ -11,6 +11,7 @@ import numpy as np
 import sklearn.metrics as skm
 
 from llm_course import evaluation as ev
+from llm_course import uncertainty
 
 
 def median_ms(fn, number: int, repeat: int = 5) -> float:
@@ -51,7 +52,7 @@ def main():
     n = 10_000
     y = rng.integers(0, 5, n); p = np.where(rng.random(n) < 0.7, y, rng.integers(0, 5, n))
     t = time.perf_counter()
-    ev.bootstrap_ci(lambda a, b: ev.f1_score(a, b, labels=range(5), zero_division=0), y, p, n_boot=1000)
+    uncertainty.bootstrap_ci(lambda a, b: ev.f1_score(a, b, labels=range(5), zero_division=0), y, p, n_boot=1000)
     ours = time.perf_counter() - t
     t = time.perf_counter()
     r = np.random.default_rng(0)

@@ -7,7 +7,7 @@ time (`time.process_time`) of the training loop: the budget `1x` on a data set i
 lr 5e-4, 2 epochs, batch 16) costs there; `0.5x` and `2x` are half and double. A short calibration run per data set,
 method and rank measures its CPU seconds per step (median of the steps after warm-up); each run then gets
 `budget / seconds per step` steps (so LoRA at `1x` trains exactly 2 epochs) and its real training CPU time is recorded.
-Held-out accuracy and macro-F1 come with bootstrap 95% intervals (`llm_course.evaluation.bootstrap_ci`); at each
+Held-out accuracy and macro-F1 come with bootstrap 95% intervals (`llm_course.uncertainty.bootstrap_ci`); at each
 budget the best recipe is compared with today's default by a paired bootstrap on the same test texts.
 
 The default rule (`recommended` in the JSON, what tests/test_cli_defaults.py holds the CLI to): keep today's default
@@ -112,7 +112,8 @@ def macro_f1(k: int):
 def evaluate(out: Path, test) -> dict:
     "Accuracy and macro-F1 on `test` with bootstrap 95% intervals, and the predictions (for paired comparisons)."
     from llm_course.heads import load_classifier
-    from llm_course.evaluation import accuracy_score, bootstrap_ci
+    from llm_course.evaluation import accuracy_score
+    from llm_course.uncertainty import bootstrap_ci
     names = load_classifier(out).predict(test.texts, batch_size=64).labels   # the saved model orders classes by name
     pred, y = np.array([test.label_names.index(n) for n in names]), np.array(test.labels)
     acc, mf1 = bootstrap_ci(accuracy_score, y, pred), bootstrap_ci(macro_f1(len(test.label_names)), y, pred)
@@ -166,7 +167,7 @@ def run_all(datasets, budgets, recipes):
 
 def paired(d: dict, ds: str, a: str, b: str, budget: str):
     "Paired bootstrap of macro-F1(a) - macro-F1(b) on the same test texts."
-    from llm_course.evaluation import paired_bootstrap
+    from llm_course.uncertainty import paired_bootstrap
     res, y = d["results"][ds], d["data"][ds]["y_test"]
     return paired_bootstrap(macro_f1(len(d["data"][ds]["labels"])), y, res[a][budget]["pred"], res[b][budget]["pred"])
 

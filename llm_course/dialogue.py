@@ -271,7 +271,7 @@ def share_by_key(
     seed: int = 0,  # the resampling draw
 ) -> dict:
     "For each key, in order of first appearance: the share of its rows with `label`, as a `ConfidenceInterval`."
-    from llm_course.evaluation import bootstrap_ci
+    from llm_course.uncertainty import bootstrap_ci
 
     keys, labels = np.asarray(keys), np.asarray(labels)
     if len(keys) != len(labels):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .data import TextData, make_loader
-from .evaluation import ConfidenceInterval
+from .uncertainty import ConfidenceInterval
 from .heads import cross_entropy
 from .training import TrainConfig, fit
 

@@ -12,7 +12,8 @@ import torch
 
 from .assets import check_tokenizer_matches     # lesson 01a: a tokenizer from another model is refused
 from .data import TextData
-from .evaluation import PairedBootstrapResult, accuracy_score, expected_calibration_error, f1_score, softmax
+from .evaluation import accuracy_score, f1_score
+from .uncertainty import PairedBootstrapResult, expected_calibration_error, softmax
 
 # %% auto #0
 __all__ = ['CONTENT_FREE', 'Template', 'Verbalizer', 'token_ids', 'naive_label_logprobs', 'hf_continuation_logprob',

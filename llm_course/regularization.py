@@ -13,7 +13,7 @@ from torch import nn
 
 from .core import get_device, set_seed
 from .data import TextData, make_loader
-from .evaluation import ConfidenceInterval
+from .uncertainty import ConfidenceInterval
 from .heads import METHODS, SequenceClassifier, freeze, layerwise_param_groups, predict_logits
 from .training import Callback, TrainConfig, compute_loss, fit
 

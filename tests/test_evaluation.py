@@ -8,10 +8,10 @@ import sklearn.metrics as skm
 import torch
 from hypothesis import example, given, settings, strategies as st
 
-from llm_course.evaluation import (
-    accuracy_score, bootstrap_ci, calibration_bins, classification_report, confusion_matrix, expected_calibration_error,
-    f1_score, fit_temperature, lm_nll, mcnemar_test, mean_nll, normalize_confusion, paired_bootstrap, perplexity,
-    precision_score, recall_score, softmax, assert_sklearn_parity)
+from llm_course.evaluation import (accuracy_score, classification_report, confusion_matrix, f1_score, lm_nll,
+    normalize_confusion, perplexity, precision_score, recall_score, assert_sklearn_parity)
+from llm_course.uncertainty import (bootstrap_ci, calibration_bins, expected_calibration_error, fit_temperature,
+    mcnemar_test, mean_nll, paired_bootstrap, softmax)
 
 ZERO_DIVISION = ["warn", 0, 1, np.nan]
 

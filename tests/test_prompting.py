@@ -7,7 +7,7 @@ from transformers import BertConfig, BertForMaskedLM
 
 from llm_course.assets import TokenizerMismatchError, load_minilm_tokenizer, load_smollm2, load_smollm2_tokenizer
 from llm_course.data import TextData
-from llm_course.evaluation import PairedBootstrapResult, bootstrap_ci, paired_bootstrap
+from llm_course.uncertainty import PairedBootstrapResult, bootstrap_ci, paired_bootstrap
 from llm_course.prompting import (
     CONTENT_FREE,
     LabelScores,

@@ -140,7 +140,7 @@ CLAIMS: dict[str, list[Claim]] = {
             "{r['recipe']: str(r['gap_closed']) for r in rows if r['recipe'] in ('freeze backbone', 'early stopping')}",
         ),
     ],
-    "07": [
+    "07a": [
         Claim(
             "temperature scaling finds T close to 3 for logits three times too sure",
             "abs(T_syn - 3) < 0.15",
@@ -154,6 +154,8 @@ CLAIMS: dict[str, list[Claim]] = {
         Claim(
             "fitting T lowers the test NLL", "nll_after <= nll_before", "(round(nll_before, 4), round(nll_after, 4))"
         ),
+    ],
+    "07": [
         Claim(
             "the mean of batch means is not the token-weighted perplexity",
             "abs(math.exp(np.mean(batch_means)) / perplexity(nll_sum, n_tok) - 1) > 1e-3",

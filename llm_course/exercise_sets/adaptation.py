@@ -78,7 +78,7 @@ def _ece_cases(seed: int) -> list:
                  (np.eye(3)[[0, 1, 2, 1]], np.array([0, 1, 0, 0])))]
 
 def _ece_ref(probs, y_true, n_bins=15):
-    from llm_course.evaluation import expected_calibration_error
+    from llm_course.uncertainty import expected_calibration_error
     return expected_calibration_error(probs, y_true, n_bins)
 
 def _ece_with(unweighted=False, true_class=False, floor_bins=False):
@@ -98,11 +98,11 @@ def _ece_with(unweighted=False, true_class=False, floor_bins=False):
 
 register(Exercise(
     name="expected_calibration_error", lesson="07", notebook="ex07_evaluation", kind="build",
-    section="07_evaluation: Calibration: does 90% sure mean 90% right?", title="Expected calibration error (ECE)",
+    section="07a_uncertainty: Calibration: does 90% sure mean 90% right?", title="Expected calibration error (ECE)",
     task="Split [0, 1] into `n_bins` equal bins, bin m holding confidences in (m/M, (m+1)/M] (a confidence of 0 goes "
          "to the first bin). The confidence of an example is its top probability. ECE = sum over non-empty bins of "
          "(bin size / n) * |accuracy in the bin - mean confidence in the bin|. The checker compares with "
-         "`llm_course.evaluation.expected_calibration_error`.",
+         "`llm_course.uncertainty.expected_calibration_error`.",
     signature='def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:\n'
               '    "Bin-size-weighted mean |accuracy - confidence| of the top prediction over equal-width bins."',
     hint="conf = probs.max(1), correct = probs.argmax(1) == y_true; bin index = ceil(conf * n_bins) - 1, clipped to "
@@ -111,8 +111,8 @@ register(Exercise(
     mistakes={"the bins are averaged without weighting by their size": _ece_with(unweighted=True),
               "the confidence is the probability of the true class instead of the top prediction's": _ece_with(true_class=True),
               "bins hold [lo, hi) instead of (lo, hi]: a confidence on an edge goes to the bin above": _ece_with(floor_bins=True)},
-    forbidden=("llm_course.evaluation:expected_calibration_error", "llm_course.evaluation:calibration_bins",
-               "llm_course.evaluation:reliability_diagram"),
+    forbidden=("llm_course.uncertainty:expected_calibration_error", "llm_course.uncertainty:calibration_bins",
+               "llm_course.uncertainty:reliability_diagram"),
     atol=1e-9, rtol=1e-9))
 
 # %% ../../nbs/95c_exercises_adaptation.ipynb #6df2363f
@@ -125,7 +125,7 @@ def _boot_data(n: int = 400, right: int = 340) -> tuple:
 @functools.lru_cache(maxsize=1)
 def _boot_width() -> float:
     "The width of the 95% bootstrap interval of the accuracy of `_boot_data()` (course's `bootstrap_ci`, 2,000 resamples)."
-    from llm_course.evaluation import bootstrap_ci
+    from llm_course.uncertainty import bootstrap_ci
     ci = bootstrap_ci(lambda t, p: float((t == p).mean()), *_boot_data(), n_boot=2000, seed=0)
     return ci.high - ci.low
 
@@ -141,7 +141,7 @@ def _boot_verify(case, answer) -> str | None:
 
 register(Exercise(
     name="bootstrap_width", lesson="07", notebook="ex07_evaluation", kind="predict",
-    section="07_evaluation: How sure is the score? Bootstrap confidence intervals",
+    section="07a_uncertainty: How sure is the score? Bootstrap confidence intervals",
     title="Predict the width of a bootstrap interval",
     task="A classifier is right on 340 of 400 test examples (accuracy 0.85). Before running `bootstrap_ci`, predict "
          "the width (high - low) of the 95% percentile bootstrap interval of its accuracy. Within 15% of the "
@@ -173,7 +173,7 @@ def _diff_ref_cached(key: tuple, level: float = 0.95, paired: bool = True) -> tu
     y, a, b = (np.array(k) for k in key)
     acc = lambda t, p: float((t == p).mean())
     if paired:
-        from llm_course.evaluation import paired_bootstrap
+        from llm_course.uncertainty import paired_bootstrap
         r = paired_bootstrap(acc, y, a, b, n_boot=10_000, level=level, seed=1)
         return r.low, r.high
     rng, n = np.random.default_rng(1), len(y)
@@ -206,7 +206,7 @@ def _diff_planted(y_true, pred_a, pred_b, n_boot=2000, seed=0):
 
 register(Exercise(
     name="diff_interval", lesson="07", notebook="ex07_evaluation", kind="debug",
-    section="07_evaluation: Is model A better than model B? Paired tests", title="Fix a bootstrap of a difference",
+    section="07a_uncertainty: Is model A better than model B? Paired tests", title="Fix a bootstrap of a difference",
     task="`diff_interval` should return the 95% percentile bootstrap interval `(low, high)` of accuracy(A) - "
          "accuracy(B), both models scored on the same test set. It has two bugs: one makes the interval far too wide "
          "when the models make the same mistakes, the other gives the wrong coverage. Fix both. The checker compares "
@@ -219,7 +219,7 @@ register(Exercise(
          "97.5th percentiles.",
     cases=_diff_cases, verify=_diff_verify,
     mistakes={"independent resamples for A and B, and a 90% interval (the function as given)": _diff_planted},
-    forbidden=("llm_course.evaluation:paired_bootstrap", "llm_course.evaluation:bootstrap_ci"), timeout=30))
+    forbidden=("llm_course.uncertainty:paired_bootstrap", "llm_course.uncertainty:bootstrap_ci"), timeout=30))
 
 # %% ../../nbs/95c_exercises_adaptation.ipynb #128ae026
 LORA_COUNT_CONFIG = dict(r=4, lora_alpha=8, target_modules=["query", "value", "dense"])
