@@ -17,7 +17,7 @@ within this run.
 import argparse, datetime, json, os, platform, statistics, sys, tempfile, time
 from pathlib import Path
 
-from llm_course import assets, heads   # assets first: it sets the hub's offline switches
+from llm_course import assets, classifier, heads   # assets first: it sets the hub's offline switches
 from llm_course.cli import check_model_dir
 
 
@@ -32,25 +32,25 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of each load")
     a = ap.parse_args(argv)
     import transformers; transformers.logging.disable_progress_bar()
-    real, texts = heads.verify_model_files, ["a short text to classify"] * 8
+    real, texts = classifier.verify_model_files, ["a short text to classify"] * 8
     times = {k: [] for k in ("load, no check", "load with the check", "load + predict 8 texts, no check",
                              "load + predict 8 texts, with the check", "verify_model_files alone", "check_model_dir")}
     with tempfile.TemporaryDirectory() as tmp:
         clf = heads.SequenceClassifier(assets.load_minilm(), 3, label_names=["a", "b", "c"])
-        path = heads.save_classifier(clf, assets.load_minilm_tokenizer(), Path(tmp) / "clf")
+        path = classifier.save_classifier(clf, assets.load_minilm_tokenizer(), Path(tmp) / "clf")
         size_mb = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-        heads.load_classifier(path)   # warm-up: imports, page cache
+        classifier.load_classifier(path)   # warm-up: imports, page cache
         for _ in range(a.rounds):
-            heads.verify_model_files = lambda p: True
+            classifier.verify_model_files = lambda p: True
             try:
-                times["load, no check"].append(timed(lambda: heads.load_classifier(path)))
+                times["load, no check"].append(timed(lambda: classifier.load_classifier(path)))
                 times["load + predict 8 texts, no check"].append(
-                    timed(lambda: heads.load_classifier(path).predict(texts))
+                    timed(lambda: classifier.load_classifier(path).predict(texts))
                 )
-            finally: heads.verify_model_files = real
-            times["load with the check"].append(timed(lambda: heads.load_classifier(path)))
+            finally: classifier.verify_model_files = real
+            times["load with the check"].append(timed(lambda: classifier.load_classifier(path)))
             times["load + predict 8 texts, with the check"].append(
-                timed(lambda: heads.load_classifier(path).predict(texts))
+                timed(lambda: classifier.load_classifier(path).predict(texts))
             )
             times["verify_model_files alone"].append(timed(lambda: real(path)))
             times["check_model_dir"].append(timed(lambda: check_model_dir(path)))

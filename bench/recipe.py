@@ -79,7 +79,7 @@ class StepClock:
 
 def train(train_csv: Path, out: Path, steps: int, method: str, lr: float, rank: int | None = None):
     "finetune_csv with a CPU clock on its training loop (and the LoRA rank patched in); returns its result, the clock."
-    import llm_course.heads as H
+    import llm_course.classifier as H   # finetune_csv and the fit / add_peft_lora it calls
     clock, real_fit, real_lora = StepClock(), H.fit, H.add_peft_lora
     H.fit = lambda *a, callbacks=(), **k: real_fit(*a, callbacks=[*callbacks, clock], **k)
     if rank: H.add_peft_lora = functools.partial(real_lora, r=rank)
@@ -111,7 +111,7 @@ def macro_f1(k: int):
 
 def evaluate(out: Path, test) -> dict:
     "Accuracy and macro-F1 on `test` with bootstrap 95% intervals, and the predictions (for paired comparisons)."
-    from llm_course.heads import load_classifier
+    from llm_course.classifier import load_classifier
     from llm_course.evaluation import accuracy_score
     from llm_course.uncertainty import bootstrap_ci
     names = load_classifier(out).predict(test.texts, batch_size=64).labels   # the saved model orders classes by name

@@ -79,7 +79,7 @@ FINETUNE_DEFAULT = dict(method='lora', rank=8, lr=2e-3, epochs=2,   # the recipe
 # %% ../nbs/90_cli.ipynb #c3f9a8e2
 def _cmd_finetune(args) -> int:
     import math, shutil, tempfile
-    from llm_course.heads import finetune_csv, read_labelled_csv
+    from llm_course.classifier import finetune_csv, read_labelled_csv
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "head.json").is_file())):
         raise FileExistsError(f"--out {out} exists and is not a saved classifier: refusing to overwrite it. Choose a new folder.")
@@ -107,7 +107,7 @@ def _cmd_finetune(args) -> int:
     return 0
 
 def _cmd_predict(args) -> int:
-    from llm_course.heads import predict_csv, read_csv
+    from llm_course.classifier import predict_csv, read_csv
     read_csv(args.input, need=("text",))   # a missing or broken input fails now, before the model loads
     check_model_dir(args.model)
     r = predict_csv(args.model, args.input, args.output, batch_size=args.batch_size)
@@ -172,7 +172,7 @@ def check_model_dir(path: str | Path, # a folder written by `llm-course finetune
                 end = 8 + n + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
             except (ValueError, KeyError, TypeError): end = -1
         if end != f.stat().st_size: raise ValueError(f"{f} is truncated or damaged ({f.stat().st_size} bytes): {fix}")
-    from llm_course.heads import verify_model_files
+    from llm_course.classifier import verify_model_files
     verify_model_files(path)   # every byte against manifest.json's SHA-256 (a folder saved without one: a note)
     return path
 

@@ -239,7 +239,7 @@ def run_in_thread(app, # an ASGI app, e.g. from `create_app`
         server.should_exit = True; thread.join(15); sock.close()
 
 # %% ../nbs/11a_serving.ipynb #f607ab01
-def classifier_predict(clf, # a `TextClassifier`, e.g. from `llm_course.heads.load_classifier`
+def classifier_predict(clf, # a `TextClassifier`, e.g. from `llm_course.classifier.load_classifier`
                        batch_size: int = 32, # texts per forward pass
                       ) -> Callable[[list[str]], list[dict]]:
     "A predict function for `create_app`: each text's label and its probability."
@@ -258,7 +258,7 @@ def serve_model(model_dir: str | Path, # a folder written by `llm-course finetun
                ):
     "Load the classifier in `model_dir` and serve it until Ctrl-C or SIGTERM (graceful shutdown)."
     import uvicorn
-    from llm_course.heads import load_classifier
+    from llm_course.classifier import load_classifier
     clf = load_classifier(model_dir)
     app = create_app(classifier_predict(clf), name=Path(model_dir).name, limits=limits, batching=batching)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=IdleClosingH11, timeout_keep_alive=5,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llm_course import cli
-from llm_course.heads import add_peft_lora
+from llm_course.classifier import add_peft_lora
 
 RECIPE = Path(__file__).parents[1] / "bench" / "results" / "recipe.json"
 
@@ -40,7 +40,7 @@ def test_finetune_passes_the_measured_lr(verdict, monkeypatch, tmp_path):
     "--lr left out: the default method trains at the measured rate; another method keeps finetune_csv's own default."
     seen = []
     def fake(*a, **k): seen.append(k); raise KeyboardInterrupt   # stop before any training
-    monkeypatch.setattr("llm_course.heads.finetune_csv", fake)
+    monkeypatch.setattr("llm_course.classifier.finetune_csv", fake)
     train = tmp_path / "train.csv"; train.write_text("text,label\nhello,a\nbye,b\n", encoding="utf-8")
     other = next(m for m in ("head", "lora", "full") if m != verdict["settings"]["method"])
     with contextlib.redirect_stderr(io.StringIO()):

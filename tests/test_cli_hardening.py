@@ -112,10 +112,10 @@ def test_damaged_model_folder_is_one_line(trained, tmp_path, damage):
 
 
 def test_finetune_interrupted_saves_nothing(tiny_bert, tmp_path, monkeypatch):
-    import llm_course.heads as heads
+    import llm_course.classifier as classifier
     from llm_course.training import InterruptAt
-    real_fit = heads.fit
-    monkeypatch.setattr(heads, "fit", lambda *a, **k: real_fit(*a, **{**k, "callbacks": [InterruptAt(1)]}))
+    real_fit = classifier.fit
+    monkeypatch.setattr(classifier, "fit", lambda *a, **k: real_fit(*a, **{**k, "callbacks": [InterruptAt(1)]}))
     train = write_csv(tmp_path / "train.csv", [("good film", "pos"), ("bad film", "neg")] * 8)
     status, _, err = run(["finetune", "--train", train, "--out", tmp_path / "model", "--base-model", tiny_bert,
                           "--method", "head", "--max-steps", "5", "--batch-size", "4", "--quiet"])

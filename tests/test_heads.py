@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from llm_course.core import set_seed
-from llm_course.heads import (HFBackbone, SequenceClassifier, SequenceRegressor, TextClassifier, TokenClassifier,
-                              add_peft_lora, as_backbone, class_weights, count_parameters, cross_entropy, freeze,
-                              layerwise_param_groups, load_classifier, lora_targets, pool, save_classifier)
+from llm_course.heads import (HFBackbone, SequenceClassifier, SequenceRegressor, TokenClassifier, as_backbone,
+                              class_weights, count_parameters, cross_entropy, freeze, layerwise_param_groups, pool)
+from llm_course.classifier import TextClassifier, add_peft_lora, load_classifier, lora_targets, save_classifier
 from llm_course.training import Callback, TrainConfig, fit
 from llm_course.transformer import Encoder, EncoderConfig
 from llm_course import cli
@@ -566,7 +566,7 @@ def _flip(path, at: int):
 
 def test_flipped_weight_byte_is_refused(tiny_saved, tmp_path, monkeypatch):
     import llm_course.serving
-    from llm_course.heads import DamagedModelError, verify_model_files
+    from llm_course.classifier import DamagedModelError, verify_model_files
     def must_not_serve(*a, **k): raise AssertionError("serve started on a damaged model")
     monkeypatch.setattr(llm_course.serving, "serve_model", must_not_serve)   # a missed check fails instead of hanging
     saved, texts = tiny_saved

@@ -94,7 +94,8 @@ def test_idle_connections_are_closed_and_do_not_block():
 def tiny_classifier(path: Path) -> Path:
     "A small saved classifier (our Encoder backbone, MiniLM's tokenizer): what `llm-course finetune` writes."
     from llm_course.assets import load_minilm_tokenizer
-    from llm_course.heads import SequenceClassifier, save_classifier
+    from llm_course.heads import SequenceClassifier
+    from llm_course.classifier import save_classifier
     from llm_course.transformer import Encoder, EncoderConfig
     tok = load_minilm_tokenizer()
     enc = Encoder(EncoderConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32))
