@@ -1,11 +1,12 @@
-"Lesson 06a's cures on toy models: FGM's step and restore, fgm_loss's value and gradient, RestoreBest, EDA, gap_closed."
+"""Lesson 06a's cures on toy models: FGM's step and restore, fgm_loss's value and gradient, EDA, gap_closed
+(restoring the best weights is `TrainConfig(restore_best=True)`, tested in test_training.py)."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_course.regularization import FGM, RestoreBest, eda_augment, fgm_loss, gap_closed, set_dropout
+from llm_course.regularization import FGM, eda_augment, fgm_loss, gap_closed, set_dropout
 
 
 class Toy(nn.Module):
@@ -54,20 +55,6 @@ def test_fgm_loss_reports_the_clean_loss_and_adds_the_adversarial_gradient():
 def test_fgm_bad_use():
     with pytest.raises(ValueError, match="emb_name"): FGM(Toy(), emb_name="nope")
     with pytest.raises(RuntimeError, match="backward"): FGM(Toy()).attack()
-
-
-class _State:
-    def __init__(self, model): self.model = model
-
-
-@pytest.mark.parametrize("mode,values,best", [("min", [1.0, 0.5, 0.8], 0.5), ("max", [0.25, 0.75, 0.5], 0.75)])
-def test_restore_best_puts_back_the_best_weights(mode, values, best):
-    w = nn.Linear(1, 1, bias=False); s = _State(w); rb = RestoreBest("acc", mode)
-    for step, v in enumerate(values, 1):
-        with torch.no_grad(): w.weight.fill_(v)
-        rb.on_eval(s, {"step": step, "acc": v})
-    rb.on_train_end(s)
-    assert w.weight.item() == best and rb.best_step == values.index(best) + 1
 
 
 def test_eda_and_dropout():
