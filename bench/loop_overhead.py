@@ -24,7 +24,8 @@ from torch import nn
 
 from llm_course.core import get_profile
 from llm_course.training import (Batches, TrainConfig, byte_lm_data, compute_loss, fit, make_optimizer, make_scheduler,
-                                 read_corpus, tiny_gpt2)
+                                 read_corpus)
+from llm_course.testing import tiny_gpt2
 
 
 def epochs(loader):

@@ -9,26 +9,10 @@ from torch import nn
 
 from llm_course.core import set_seed
 from llm_course.training import _set_epoch
-from llm_course.training import (
-    Batches,
-    Callback,
-    InterruptAt,
-    NonFiniteLossError,
-    TrainConfig,
-    checkpoints,
-    compute_loss,
-    evaluate,
-    fit,
-    load_checkpoint,
-    lr_factor,
-    make_optimizer,
-    make_scheduler,
-    TrainState,
-    byte_baselines,
-    byte_lm_data,
-    read_corpus,
-    tiny_gpt2,
-)
+from llm_course.training import (Batches, NonFiniteLossError, TrainConfig, byte_baselines, byte_lm_data, compute_loss,
+                                 evaluate, fit, lr_factor, make_optimizer, make_scheduler, read_corpus)
+from llm_course.runs import Callback, TrainState, checkpoints, load_checkpoint
+from llm_course.testing import InterruptAt, tiny_gpt2
 
 BLOCK = 16
 
@@ -452,7 +436,7 @@ def test_resume_with_other_settings_warns(data, tmp_path):
 
 def test_custom_eval_metric_early_stopping_and_final_plot(data):
     "eval_fn may return any metrics; mode='max' early stopping watches one; plot=True draws the final figure."
-    from llm_course.training import LossPlot
+    from llm_course.runs import LossPlot
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.69])
     h = fit(
         tiny_gpt2(BLOCK),
