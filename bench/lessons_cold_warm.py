@@ -9,6 +9,7 @@ bench/results/lessons_cold_warm.json, one entry per lesson and profile, so lesso
 
     python bench/lessons_cold_warm.py 05 09               # two lessons at cpu
     python bench/lessons_cold_warm.py --all --timeout 900   # every lesson (takes long)
+    python bench/lessons_cold_warm.py --cold-only 06         # only the first run (keeps a recorded warm row)
     python bench/lessons_cold_warm.py --show                 # the table of what was recorded
 """
 import argparse, datetime, json, os, platform, resource, subprocess, sys, tempfile, time
@@ -39,11 +40,11 @@ def run_once(lesson: str, profile: str, cache: Path, timeout: int) -> dict:
             **({"tail": tail} if status != 0 else {})}
 
 
-def measure(lesson: str, profile: str, timeout: int) -> dict:
-    "Cold (empty cache) then warm (same cache) run of one lesson."
+def measure(lesson: str, profile: str, timeout: int, warm: bool = True) -> dict:
+    "Cold (empty cache) then, unless `warm` is False, warm (same cache) run of one lesson."
     with tempfile.TemporaryDirectory(prefix="llm_course_cold_") as cache:
         cold = run_once(lesson, profile, Path(cache), timeout)
-        warm = run_once(lesson, profile, Path(cache), timeout) if cold["status"] == 0 else None
+        warm = run_once(lesson, profile, Path(cache), timeout) if warm and cold["status"] == 0 else None
     return {"cold": cold, "warm": warm, "cores": os.cpu_count(),
             "threads": os.environ.get("OMP_NUM_THREADS", "default"),
             "machine": platform.processor() or platform.machine(), "date": datetime.date.today().isoformat(),
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--all", action="store_true", help="every lesson")
     ap.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"])
     ap.add_argument("--timeout", type=int, default=1200, help="seconds before one run is stopped (recorded as timeout)")
+    ap.add_argument("--cold-only", action="store_true", help="skip the warm run (a previous warm row is kept)")
     ap.add_argument("--show", action="store_true", help="print the recorded table and exit")
     a = ap.parse_args(argv)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -81,7 +83,10 @@ def main(argv=None) -> int:
     if bad: ap.error(f"unknown lesson(s) {bad}; lessons: {', '.join(names)}")
     for name in todo:
         print(f"[bench] {name} at {a.profile}: cold, then warm ...", file=sys.stderr, flush=True)
-        results[f"{name}@{a.profile}"] = r = measure(name, a.profile, a.timeout)
+        key, old = f"{name}@{a.profile}", results.get(f"{name}@{a.profile}", {})
+        results[key] = r = measure(name, a.profile, a.timeout, warm=not a.cold_only)
+        if a.cold_only and old.get("warm"):
+            r["warm"], r["warm_commit"] = old["warm"], old.get("warm_commit", old.get("commit"))
         RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")   # after each lesson: resumable
         print(f"[bench] {name}: cold {r['cold']['wall_s']} s ({r['cold']['status']}), warm "
               f"{r['warm']['wall_s'] if r['warm'] else '-'} s, load {r['cold']['load_before']}", file=sys.stderr)
