@@ -6,8 +6,9 @@ import torch
 
 from llm_course.core import get_profile, set_seed
 from llm_course.transformer import (GPT, GPTConfig, Encoder, EncoderConfig, EncoderForMaskedLM, MultiHeadAttention,
-                                    SDPAAttention, GPT_PRESETS, ENCODER_PRESETS, attention_maps, build_mask,
+                                    SDPAAttention, GPT_PRESETS, ENCODER_PRESETS, build_mask,
                                     scaled_dot_product_attention, to_hf_bert, to_hf_gpt2)
+from llm_course.attention_viz import attention_maps
 
 SMALL = dict(vocab_size=97, block_size=24, n_layer=2, n_head=4, n_embd=32)
 
