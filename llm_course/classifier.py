@@ -95,6 +95,17 @@ def write_manifest(path: str | Path, # a folder whose files are final
 class DamagedModelError(ValueError):
     "A saved model whose files differ from its manifest; the message names the file and the fix."
 
+# %% ../nbs/06b_saved_classifiers.ipynb #d935af64
+def _read_manifest(path: Path, fix: str) -> tuple[dict, dict]:
+    "The sizes and SHA-256 hashes in `path`'s manifest; refused if unreadable or naming files outside the folder."
+    try: m = json.loads((path / MODEL_MANIFEST).read_text()); sizes, hashes = dict(m["files"]), dict(m["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DamagedModelError(f"{path / MODEL_MANIFEST} is unreadable ({e}): {fix}") from None
+    outside = any(Path(r).is_absolute() or ".." in Path(r).parts for r in hashes)
+    if not hashes or sizes.keys() != hashes.keys() or outside:
+        raise DamagedModelError(f"{path / MODEL_MANIFEST} does not list the folder's files: {fix}")
+    return sizes, hashes
+
 # %% ../nbs/06b_saved_classifiers.ipynb #de93ff7a
 _NOTED = set()   # folders already reported as saved without hashes (one note per folder and process)
 
@@ -108,12 +119,7 @@ def verify_model_files(path: str | Path, # a folder written by `save_classifier`
             print(f"note: {path} has no {MODEL_MANIFEST} (saved before files were hashed), so it is loaded unverified; "
                   "save it again to add the hashes", file=sys.stderr)
         return False
-    try: m = json.loads((path / MODEL_MANIFEST).read_text()); sizes, hashes = dict(m["files"]), dict(m["sha256"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DamagedModelError(f"{path / MODEL_MANIFEST} is unreadable ({e}): {fix}") from None
-    if not hashes or sizes.keys() != hashes.keys() or any(Path(r).is_absolute() or ".." in Path(r).parts
-                                                          for r in hashes):
-        raise DamagedModelError(f"{path / MODEL_MANIFEST} does not list the folder's files: {fix}")
+    sizes, hashes = _read_manifest(path, fix)
     for r, n in sorted(sizes.items()):   # 1) cheap: every file there, at its size
         f = path / r
         if not f.is_file(): raise DamagedModelError(f"{f} is missing: {fix}")
@@ -305,6 +311,14 @@ def _check_finetune_args(method: str, out, **sizes) -> Path:
                         "Choose a new folder.")
     return out
 
+# %% ../nbs/06b_saved_classifiers.ipynb #1488deb8
+def _classifier_to_train(base_model: str, method: str, label_names: list[str]):
+    "A new classifier on `base_model`, what `method` trains left trainable: (model, tokenizer, parameter counts)."
+    backbone, tokenizer = load_backbone(base_model)
+    model = SequenceClassifier(backbone, len(label_names), pooling="mean", label_names=label_names)
+    counts = add_peft_lora(model) if method == "lora" else freeze(model, "head" if method == "head" else "all")
+    return model, tokenizer, counts
+
 # %% ../nbs/06b_saved_classifiers.ipynb #3e3b82a5
 def finetune_csv(train: str | Path, # CSV with text and label columns
                  valid: str | Path | None = None, # CSV for evaluation (its labels must occur in train)
@@ -325,12 +339,8 @@ def finetune_csv(train: str | Path, # CSV with text and label columns
     train_data = read_labelled_csv(train, name="train")
     valid_data = read_labelled_csv(valid, train_data.label_names, "valid") if valid else None
     set_seed(seed)
-    backbone, tokenizer = load_backbone(base_model)
-    k = len(train_data.label_names)
-    model = SequenceClassifier(backbone, k, pooling="mean", label_names=train_data.label_names)
+    model, tokenizer, counts = _classifier_to_train(base_model, method, train_data.label_names)
     lr = lr if lr is not None else {"head": 2e-3, "lora": 5e-4, "full": 5e-5}[method]
-    if method == "lora": counts = add_peft_lora(model)
-    else: counts = freeze(model, "head" if method == "head" else "all")
     model.to(get_device())
     loader = make_loader(train_data, tokenizer, batch_size=batch_size, shuffle=True, max_length=max_length, seed=seed)
     steps = max_steps or epochs * math.ceil(len(train_data) / batch_size)
