@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .core import set_seed
+from .core import eval_mode, set_seed
 from .runs import (
     History, TrainState, Callback, EarlyStopping, LossPlot, in_jupyter, CtrlC, checkpoints, find_checkpoint,
     load_checkpoint, save_checkpoint)
@@ -270,16 +270,14 @@ def evaluate(model: nn.Module, # the model, in any mode (restored afterwards)
              bf16: bool = False, # autocast to bfloat16
             ) -> dict:
     "The mean loss of `model` over `data`, as `{'loss': ...}`."
-    device, was_training = model_device(model), model.training
+    device = model_device(model)
     loader = _as_loader(data, batch_size, shuffle=False, seed=0, name="valid_data")
-    model.eval()
-    try:
-        total, n = 0.0, 0
+    total, n = 0.0, 0
+    with eval_mode(model):
         for batch in itertools.islice(loader, max_batches):
             batch = to_device(batch, device)
             with _autocast(device, bf16): loss = loss_fn(model, batch)
             k = _n_examples(batch); total += loss.float().item() * k; n += k
-    finally: model.train(was_training)
     if n == 0: raise ValueError("valid_data is empty: evaluation saw no batch.")
     return {"loss": total / n}
 
