@@ -1,12 +1,15 @@
-"""The checkers of lessons 04-06 (llm_course.exercise_sets.training): right answers written differently from the
-reference pass, each usual mistake is recognised and named, and a do-nothing answer earns 0 without crashing them."""
-import math
+"""The checkers of lessons 04-06 (llm_course.exercise_sets.training, .pretraining, .heads): right answers written
+differently from the reference pass, each usual mistake is recognised and named, and a do-nothing answer earns 0
+without crashing them."""
+import math, re
 
 import torch
 import torch.nn.functional as F
 
 from llm_course.core import get_profile
 from llm_course.exercises import EXERCISES, get_exercise
+import llm_course.exercise_sets.heads as H
+import llm_course.exercise_sets.pretraining as P
 import llm_course.exercise_sets.training as T
 
 LESSONS = ("04", "05", "06")
@@ -22,7 +25,7 @@ def test_the_set_registers_its_exercises():
     assert {e.kind for e in mine} == {"build", "predict", "ablate", "debug"}
     assert {l for l, v in by_lesson.items() if any(e.scales for e in v)} == {"04", "05", "06"}
     for e in mine:
-        assert e.section.startswith(f"{e.lesson}_"), e.section
+        assert re.match(rf"{e.lesson}[a-z]?_", e.section), e.section      # 05b_generation is part of lesson 05
         assert e.notebook == {"04": "ex04_training", "05": "ex05_pretraining", "06": "ex06_heads"}[e.lesson]
 
 
@@ -121,7 +124,7 @@ def test_mask_tokens():
     for lazy in (stub, first, zero): assert_zero("mask_tokens", lazy)
 
 def test_uniform_perplexity():
-    V = T._uniform_ppl()[1]
+    V = P._uniform_ppl()[1]
     assert run("uniform_perplexity", V).ok
     assert_named("uniform_perplexity", math.log(V), "the loss, not the perplexity")
     assert_named("uniform_perplexity", 1 / V, "probability")
@@ -136,7 +139,7 @@ def sample_next(logits, temperature=1.0, generator=None):
 
 def test_sample_next():
     assert run("sample_next", sample_next, seed=2).ok
-    assert_named("sample_next", T._sample_times, "multiplied by the temperature")
+    assert_named("sample_next", P._sample_times, "multiplied by the temperature")
     assert_named("sample_next", lambda logits, temperature=1.0, generator=None:
                  torch.multinomial(logits.softmax(-1), 1, generator=generator), "temperature is ignored")
     for lazy in (stub, first, zero, lambda logits, *a, **k: torch.zeros(len(logits), dtype=torch.long)):
@@ -233,7 +236,7 @@ def test_predict_proba():
     for lazy in (stub, zero, first): assert_zero("predict_proba", lazy)
 
 def test_freeze_sweep():
-    table = T._freeze_table(get_profile().name)
+    table = H._freeze_table(get_profile().name)
     best = max(table, key=table.get)
     assert run("freeze_sweep", {"table": {k: round(v, 3) for k, v in table.items()}, "conclusion": best}).ok
     worse = [k for k in table if table[k] < max(table.values()) - 0.02]
