@@ -31,6 +31,17 @@ def set_dropout(model: nn.Module, # any model
     for m in layers: m.p = p
     return len(layers)
 
+# %% ../nbs/06a_overfitting.ipynb #49b39641
+def _edit_words(words: list[str], rng: random.Random, p: float) -> list[str]:
+    "One EDA copy of `words`: one kind of edit (swap, delete or insert) drawn at random, on a share `p` of the words."
+    w, k = list(words), max(1, round(p * len(words)))
+    op = rng.choice(["swap", "delete", "insert"])
+    for _ in range(k):
+        if op == "swap": i, j = rng.sample(range(len(w)), 2); w[i], w[j] = w[j], w[i]
+        elif op == "delete" and len(w) > 1: del w[rng.randrange(len(w))]
+        elif op == "insert": w.insert(rng.randrange(len(w) + 1), rng.choice(words))
+    return w
+
 # %% ../nbs/06a_overfitting.ipynb #89edb9a8
 def eda_augment(text: str, # the sentence to edit
                 n: int = 2, # how many edited copies to return
@@ -40,16 +51,7 @@ def eda_augment(text: str, # the sentence to edit
     "`n` copies of `text`, each with random swaps, deletions and insertions of its own words (EDA without synonyms)."
     words, rng = text.split(), random.Random(seed)
     if len(words) < 2 or p == 0: return [text] * n
-    out = []
-    for _ in range(n):
-        w, k = list(words), max(1, round(p * len(words)))
-        op = rng.choice(["swap", "delete", "insert"])
-        for _ in range(k):
-            if op == "swap": i, j = rng.sample(range(len(w)), 2); w[i], w[j] = w[j], w[i]
-            elif op == "delete" and len(w) > 1: del w[rng.randrange(len(w))]
-            elif op == "insert": w.insert(rng.randrange(len(w) + 1), rng.choice(words))
-        out.append(" ".join(w))
-    return out
+    return [" ".join(_edit_words(words, rng, p)) for _ in range(n)]
 
 # %% ../nbs/06a_overfitting.ipynb #6089191a
 def augment_data(data: TextData, # the training examples
