@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from llm_course.core import set_seed
 from llm_course.transformer import GPT, GPTConfig
-from llm_course.lora import training_memory
+from llm_course.peft_methods import training_memory
 from llm_course.efficiency import (
     LossScaler,
     QuantLinear,

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from llm_course.core import set_seed
-from llm_course.lora import (PromptTuning, PrefixTuning, BottleneckAdapter, add_adapters, add_lora, bitfit,
-                             count_parameters, copy_lora_weights, from_peft_state_dict, linear_names, load_lora,
-                             load_peft_adapter, lora_layers, lora_state_dict, merge_lora, prefix_from_peft, save_lora,
-                             save_peft_adapter, to_peft_state_dict, training_memory, unmerge_lora)
+from llm_course.lora import (add_lora, count_parameters, copy_lora_weights, from_peft_state_dict, linear_names,
+    load_lora, load_peft_adapter, lora_layers, lora_state_dict, merge_lora, save_lora, save_peft_adapter,
+    to_peft_state_dict, unmerge_lora)
+from llm_course.peft_methods import (PromptTuning, PrefixTuning, BottleneckAdapter, add_adapters, bitfit,
+    prefix_from_peft, training_memory)
 
 peft = pytest.importorskip("peft")
 from peft import LoraConfig, PeftModel, PrefixTuningConfig, PromptTuningConfig, get_peft_model

@@ -164,6 +164,13 @@ CLAIMS: dict[str, list[Claim]] = {
     ],
     "08": [
         Claim(
+            "with alpha / r the update shrinks as the rank grows; alpha / sqrt(r) keeps it about the same",
+            "growth['alpha / r'] < 0.5",
+            "growth",
+        ),
+    ],
+    "08a": [
+        Claim(
             "the method comparison resolves: on BBC the intervals split the methods into more than one tier",
             "len(tiers['bbc']) >= 2",
             "tiers['bbc']",
@@ -172,11 +179,6 @@ CLAIMS: dict[str, list[Claim]] = {
             "LoRA r=8 reaches the lesson's BBC macro-F1 bar (F1_MIN of the profile) that the untrained model misses",
             "_bbc['lora r=8']['macro_f1'] >= F1_MIN > untrained['bbc']",
             "(round(_bbc['lora r=8']['macro_f1'], 3), F1_MIN, untrained['bbc'])",
-        ),
-        Claim(
-            "with alpha / r the update shrinks as the rank grows; alpha / sqrt(r) keeps it about the same",
-            "growth['alpha / r'] < 0.5",
-            "growth",
         ),
     ],
     "09": [
