@@ -147,6 +147,38 @@ def _compare_arrays(expected, got, atol, rtol, what) -> str | None:
         + (f", largest difference {diff.max():.3g})" if diff.size and not is_bool else ")")
     )
 
+# %% ../nbs/94_answers.ipynb #da87cf5f
+def _compare_numbers(expected, got, atol, rtol, what) -> str | None:
+    "`compare` for an int or a float (a bool is not a number here)."
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        return f"{what} should be a number, got {type(got).__name__}"
+    if math.isnan(got) and not math.isnan(expected):
+        return f"{what} is NaN, expected {expected:.6g} (a division by zero?)"
+    if math.isclose(got, expected, rel_tol=rtol, abs_tol=atol): return None
+    return f"{what} should be {expected:.6g}, got {got:.6g}"
+
+# %% ../nbs/94_answers.ipynb #2c3f7f96
+def _compare_dicts(expected: dict, got, atol, rtol, what) -> str | None:
+    "`compare` for a dict: the same keys, then each value in the expected order."
+    if not isinstance(got, dict): return f"{what} should be a dict, got {type(got).__name__}"
+    missing, extra = [k for k in expected if k not in got], [k for k in got if k not in expected]
+    if missing or extra: return f"{what} has keys {sorted(got)}, expected {sorted(expected)}"
+    return next((m for k in expected if (m := compare(expected[k], got[k], atol, rtol, f"{what}[{k!r}]"))), None)
+
+# %% ../nbs/94_answers.ipynb #6c6223f2
+def _compare_seqs(expected: list | tuple, got, atol, rtol, what) -> str | None:
+    "`compare` for a list or a tuple: the length, then item by item (a flat item's sentence shows both)."
+    if not isinstance(got, (list, tuple)):
+        return f"{what} should be a {type(expected).__name__}, got {type(got).__name__}"
+    if len(got) != len(expected):
+        return (f"{what} has {len(got)} item{'s' * (len(got) != 1)}, expected {len(expected)}: "
+                f"expected {brief(expected)}, got {brief(got)}")
+    for i, (e, g) in enumerate(zip(expected, got)):
+        if m := compare(e, g, atol, rtol, f"item {i} of {what}"):
+            both = f" (expected {brief(expected)}, got {brief(got)})"
+            return m + ("" if isinstance(e, (list, tuple, dict)) else both)
+    return None
+
 # %% ../nbs/94_answers.ipynb #b2aac945
 def compare(expected, # the right answer
             got, # the student's answer
@@ -157,40 +189,10 @@ def compare(expected, # the right answer
     "None when `got` matches `expected`; otherwise a sentence saying how they differ."
     if type(expected).__name__ in ("Tensor", "ndarray"): return _compare_arrays(expected, got, atol, rtol, what)
     if isinstance(expected, bool) or expected is None:
-        return (
-            None
-            if got is expected or (isinstance(got, bool) and got == expected)
-            else f"{what} should be {expected!r}, got {brief(got)}"
-        )
-    if isinstance(expected, (int, float)):
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            return f"{what} should be a number, got {type(got).__name__}"
-        if math.isnan(got) and not math.isnan(expected):
-            return f"{what} is NaN, expected {expected:.6g} (a division by zero?)"
-        return (
-            None
-            if math.isclose(got, expected, rel_tol=rtol, abs_tol=atol)
-            else f"{what} should be {expected:.6g}, got {got:.6g}"
-        )
-    if isinstance(expected, dict):
-        if not isinstance(got, dict): return f"{what} should be a dict, got {type(got).__name__}"
-        missing, extra = [k for k in expected if k not in got], [k for k in got if k not in expected]
-        if missing or extra: return f"{what} has keys {sorted(got)}, expected {sorted(expected)}"
-        return next((m for k in expected if (m := compare(expected[k], got[k], atol, rtol, f"{what}[{k!r}]"))), None)
-    if isinstance(expected, (list, tuple)):
-        if not isinstance(got, (list, tuple)):
-            return f"{what} should be a {type(expected).__name__}, got {type(got).__name__}"
-        if len(got) != len(expected):
-            return (f"{what} has {len(got)} item{'s' * (len(got) != 1)}, expected {len(expected)}: "
-                    f"expected {brief(expected)}, got {brief(got)}")
-        for i, (e, g) in enumerate(zip(expected, got)):
-            if m := compare(e, g, atol, rtol, f"item {i} of {what}"):
-                return m + (
-                    f" (expected {brief(expected)}, got {brief(got)})" if not isinstance(e, (list, tuple, dict)) else ""
-                )
-        return None
-    return (
-        None
-        if type(got) is type(expected) and got == expected
-        else f"{what} should be {brief(expected)}, got {brief(got)}"
-    )
+        same = got is expected or (isinstance(got, bool) and got == expected)
+        return None if same else f"{what} should be {expected!r}, got {brief(got)}"
+    if isinstance(expected, (int, float)): return _compare_numbers(expected, got, atol, rtol, what)
+    if isinstance(expected, dict): return _compare_dicts(expected, got, atol, rtol, what)
+    if isinstance(expected, (list, tuple)): return _compare_seqs(expected, got, atol, rtol, what)
+    if type(got) is type(expected) and got == expected: return None
+    return f"{what} should be {brief(expected)}, got {brief(got)}"

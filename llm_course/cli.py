@@ -208,7 +208,7 @@ def _cmd_exercises(args) -> int:
     return 0
 
 def _cmd_release(args) -> int:
-    from llm_course.classroom import release
+    from llm_course.exercise_notebooks import release
     written = release(args.src, args.dest, force=args.force)
     print(f"wrote {len(written)} student notebook{'s' * (len(written) != 1)} to {args.dest} (solutions and hidden tests removed, outputs cleared)")
     return 0

@@ -93,6 +93,25 @@ def _norm(x):
     "`x` as the grader sees a student's answer: through `encode` and `decode`."
     return decode(json.loads(json.dumps(encode(x))))
 
+# %% ../nbs/95_exercises.ipynb #1a787d25
+def _error_problem(err: str, # an answer's error item: "ExcType: message (line N of fn: `code`)"
+                  ) -> str:
+    "The feedback on a case where the student's code raised, was stopped, or gave what cannot be read back."
+    for tag in ("TimeLimitExceeded: ", "AnswerNotEncodable: ", "WrongAnswerType: "):
+        if err.startswith(tag): return err.removeprefix(tag)
+    return f"not done yet ({err})" if err.startswith(_NOT_DONE) else f"your function raised {err}"
+
+# %% ../nbs/95_exercises.ipynb #dc5f1dad
+def _prediction_gap(got: float, # the student's prediction
+                    expected: float, # the value measured at the active profile
+                    atol: float, rtol: float, # the exercise's tolerances
+                   ) -> str:
+    "How far a prediction is off the measured value, and what the task allows, in words."
+    allowed = max(atol, rtol * abs(expected))
+    rel = f" ({abs(got - expected) / abs(expected):.0%})" if expected else ""
+    return (f"your prediction {got:.6g} is off the measured {expected:.6g} by {abs(got - expected):.3g}{rel}; "
+            + (f"the task allows {allowed:.3g}" if allowed else "the task asks for the exact value"))
+
 # %% ../nbs/95_exercises.ipynb #af315720
 class _Answering:
     "How an `Exercise` runs the student's code (mixed into `Exercise`): `answers` in the student's process, `run`."
@@ -163,10 +182,7 @@ class _Judging:
         "None when the answer `item` is right on `case`, else the problem in words."
         if not isinstance(item, dict): return "no answer came back"
         if "error" in item:
-            err = str(item["error"])
-            for tag in ("TimeLimitExceeded: ", "AnswerNotEncodable: ", "WrongAnswerType: "):
-                if err.startswith(tag): return err.removeprefix(tag)
-            return f"not done yet ({err})" if err.startswith(_NOT_DONE) else f"your function raised {err}"
+            return _error_problem(str(item["error"]))
         try: got = decode(item.get("ok"))
         except ValueError as e: return f"the answer could not be read back: {e}"
         what = "the result" if self.wants_function else "your answer"
@@ -177,10 +193,7 @@ class _Judging:
                 p = f"{what} could not be checked ({type(e).__name__}: {e}); is it the structure the task asks for?"
         elif (self.kind == "predict" and isinstance(expected, (int, float)) and isinstance(got, (int, float))
               and not isinstance(got, bool) and compare(expected, got, self.atol, self.rtol) is not None):
-            allowed = max(self.atol, self.rtol * abs(expected))
-            rel = f" ({abs(got - expected) / abs(expected):.0%})" if expected else ""
-            p = (f"your prediction {got:.6g} is off the measured {expected:.6g} by {abs(got - expected):.3g}{rel}; "
-                 + (f"the task allows {allowed:.3g}" if allowed else "the task asks for the exact value"))
+            p = _prediction_gap(got, expected, self.atol, self.rtol)
         else: p = compare(expected, got, self.atol, self.rtol, what)
         if p: return p.rstrip(".") + "." + self._diagnose(case, got)
         if item.get("changed"):

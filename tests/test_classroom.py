@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from llm_course import classroom as C
+from llm_course import exercise_notebooks as N
 from llm_course.cli import main
 
 NBS = Path(__file__).resolve().parents[1] / "nbs" / "exercises"
@@ -48,17 +49,17 @@ def test_strip_markers_keeps_indentation_and_names_bad_cells():
     src = ("class A:\n    def f(self):\n        x = 1\n"
            "        ### BEGIN SOLUTION\n        return x\n        ### END SOLUTION\n")
     assert (
-        C.strip_markers(src)
+        N.strip_markers(src)
         == "class A:\n    def f(self):\n        x = 1\n        # YOUR CODE HERE\n        raise NotImplementedError()\n"
     )
-    assert C.strip_markers("A\n### BEGIN SOLUTION\nB\n### END SOLUTION\nC", "markdown") == "A\nYOUR ANSWER HERE\nC"
-    assert C.strip_markers("f()\n### BEGIN HIDDEN TESTS\nassert f() == 1\n### END HIDDEN TESTS\ng()") == "f()\ng()"
-    with pytest.raises(C.MarkerError, match=r"hw.ipynb, cell 4: '### BEGIN SOLUTION' is never closed"):
-        C.strip_markers("### BEGIN SOLUTION\nx = 1", where="hw.ipynb, cell 4")
-    with pytest.raises(C.MarkerError, match=r"line 1 has '### END SOLUTION' without a matching '### BEGIN SOLUTION'"):
-        C.strip_markers("### END SOLUTION")
-    with pytest.raises(C.MarkerError, match="line 2 opens '### BEGIN HIDDEN TESTS' inside the '### BEGIN SOLUTION'"):
-        C.strip_markers("### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS\n### END SOLUTION")
+    assert N.strip_markers("A\n### BEGIN SOLUTION\nB\n### END SOLUTION\nC", "markdown") == "A\nYOUR ANSWER HERE\nC"
+    assert N.strip_markers("f()\n### BEGIN HIDDEN TESTS\nassert f() == 1\n### END HIDDEN TESTS\ng()") == "f()\ng()"
+    with pytest.raises(N.MarkerError, match=r"hw.ipynb, cell 4: '### BEGIN SOLUTION' is never closed"):
+        N.strip_markers("### BEGIN SOLUTION\nx = 1", where="hw.ipynb, cell 4")
+    with pytest.raises(N.MarkerError, match=r"line 1 has '### END SOLUTION' without a matching '### BEGIN SOLUTION'"):
+        N.strip_markers("### END SOLUTION")
+    with pytest.raises(N.MarkerError, match="line 2 opens '### BEGIN HIDDEN TESTS' inside the '### BEGIN SOLUTION'"):
+        N.strip_markers("### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS\n### END SOLUTION")
 
 
 def test_release_folder(tmp_path):
@@ -96,14 +97,14 @@ def test_release_folder(tmp_path):
         and "Traceback" not in err
     )
     assert not (tmp_path / "rel2").exists() and not list(tmp_path.glob(".release-*"))
-    with pytest.raises(ValueError, match="inside"): C.release(src, src / "out")
+    with pytest.raises(ValueError, match="inside"): N.release(src, src / "out")
 
 
 def test_release_course_exercises_gives_stubs(tmp_path):
-    written = C.release(NBS, tmp_path / "rel")
+    written = N.release(NBS, tmp_path / "rel")
     assert len(written) >= 7
     for p in written:
-        src = "\n".join(C._source(c) for c in C.read_notebook(p)["cells"])
+        src = "\n".join(N.cell_source(c) for c in N.read_notebook(p)["cells"])
         assert "### BEGIN SOLUTION" not in src and "raise NotImplementedError()" in src and "check(" in src
 
 
@@ -113,7 +114,7 @@ HEADER = "from llm_course.exercises import check"
 
 def assignment(d):
     "A released folder with one notebook, hw.ipynb, checking merge_pair (its check cell graded, as a release tags it)."
-    released = C.student_notebook(nb(HEADER, RIGHT.replace("    out, i", "    ### BEGIN SOLUTION\n    out, i")
+    released = N.student_notebook(nb(HEADER, RIGHT.replace("    out, i", "    ### BEGIN SOLUTION\n    out, i")
                                      + "\n    ### END SOLUTION", "check(merge_pair)"))
     for c in released["cells"]:
         if "".join(c["source"]).strip() == "check(merge_pair)":

@@ -108,7 +108,7 @@ def _place(ws: Path, rel: str, text: bytes, manifest: dict, msgs: list[str]):
 def released_exercises(nbs: Path) -> dict[str, bytes]:
     "The student versions of nbs/exercises (`llm-course classroom release`): {'exercises/ex02_....ipynb': bytes}."
     sys.path.insert(0, str(ROOT))
-    from llm_course.classroom import release
+    from llm_course.exercise_notebooks import release
     files = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "exercises"
