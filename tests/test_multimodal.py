@@ -1,7 +1,6 @@
 """Checks of llm_course.multimodal: the symmetric InfoNCE loss against the formula, the one-line form and Hugging Face's
-CLIPModel; duplicate captions; the towers (ViT patches, byte padding, frozen MiniLM); prompt ensembling; recall@k
-against
-scikit-learn and simulation; bad input; seeded training that learns and repeats exactly."""
+CLIPModel; duplicate captions; the towers (ViT patches, byte padding, frozen MiniLM); prompt ensembling; the hit rate
+at k against scikit-learn and simulation; bad input; seeded training that learns and repeats exactly."""
 import math
 
 import numpy as np
@@ -11,25 +10,25 @@ import torch.nn.functional as F
 
 from llm_course.core import get_profile, set_seed
 from llm_course.multimodal import (
-    CLIP,
-    HELDOUT_TEMPLATES,
-    TRAIN_TEMPLATES,
     ByteTextEncoder,
-    ClampLogitScale,
+    CLIP,
     CNNEncoder,
+    ClampLogitScale,
     FrozenMiniLMText,
+    HELDOUT_TEMPLATES,
     ImageTextPairs,
+    TRAIN_TEMPLATES,
     ViTEncoder,
     accuracy_on,
     caption,
-    chance_recall_at_k,
+    chance_hit_rate_at_k,
     check_images,
     class_prompts,
     clip_logits,
     clip_loss,
+    hit_rate_at_k,
     make_clip,
     plot_similarity,
-    recall_at_k,
     split_digits,
     train_clip,
     zero_shot_classifier,
@@ -185,25 +184,25 @@ def test_frozen_minilm_text_matches_sentence_embeddings():
     }
 
 
-def test_recall_at_k_against_sklearn_and_simulation():
+def test_hit_rate_at_k_against_sklearn_and_simulation():
     from sklearn.metrics import top_k_accuracy_score
     g = torch.Generator().manual_seed(0)
     sim = torch.randn(40, 40, generator=g, dtype=torch.float64)
     for k in (1, 2, 5, 39):
         assert (
-            abs(recall_at_k(sim, k) - top_k_accuracy_score(np.arange(40), sim.numpy(), k=k, labels=np.arange(40)))
+            abs(hit_rate_at_k(sim, k) - top_k_accuracy_score(np.arange(40), sim.numpy(), k=k, labels=np.arange(40)))
             < 1e-12
         )
     q, it = torch.arange(40) % 4, torch.arange(40) % 4
     loop = np.mean([any(it[j] == q[i] for j in sim[i].argsort(descending=True)[:3]) for i in range(40)])
-    assert abs(recall_at_k(sim, 3, q, it) - loop) < 1e-12
+    assert abs(hit_rate_at_k(sim, 3, q, it) - loop) < 1e-12
     rng = np.random.default_rng(0)
-    simulated = np.mean([recall_at_k(torch.tensor(rng.random((40, 40))), 3, q, it) for _ in range(500)])
-    assert abs(simulated - chance_recall_at_k(q, it, 3)) < 0.015
-    assert chance_recall_at_k([0], [0, 1, 1], 3) == 1.0
-    with pytest.raises(ValueError, match="k must be between 1 and the number of items"): recall_at_k(sim, 41)
-    with pytest.raises(ValueError, match="square"): recall_at_k(sim[:3], 1)
-    with pytest.raises(ValueError, match="pass both"): recall_at_k(sim, 1, item_labels=it)
+    simulated = np.mean([hit_rate_at_k(torch.tensor(rng.random((40, 40))), 3, q, it) for _ in range(500)])
+    assert abs(simulated - chance_hit_rate_at_k(q, it, 3)) < 0.015
+    assert chance_hit_rate_at_k([0], [0, 1, 1], 3) == 1.0
+    with pytest.raises(ValueError, match="k must be between 1 and the number of items"): hit_rate_at_k(sim, 41)
+    with pytest.raises(ValueError, match="square"): hit_rate_at_k(sim[:3], 1)
+    with pytest.raises(ValueError, match="pass both"): hit_rate_at_k(sim, 1, item_labels=it)
 
 
 def test_splits_pairs_and_plot():
