@@ -14,7 +14,7 @@ import argparse, json, os, platform, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAINING_FIRST = ["04", "05", "06", "08", "10", "12"]
+TRAINING_FIRST = ["04", "05", "06", "08", "08a", "10", "12"]
 
 
 def lessons(nbs: Path) -> list[str]:
