@@ -93,14 +93,14 @@ def main():
         timed(lambda: (assets.load_minilm_tokenizer(), assets.load_minilm()))[0] for _ in range(args.repeats)
     )
     code = ("import time; from llm_course import assets; t0 = time.perf_counter(); "
-            "from llm_course.pretraining import load_minilm_mlm; load_minilm_mlm(); print(time.perf_counter() - t0)")
+            "from llm_course.minilm_mlm import load_minilm_mlm; load_minilm_mlm(); print(time.perf_counter() - t0)")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True
     )
     rows["MiniLM MLM head: shipped, fresh process"] = mlm_load = float(out.stdout.strip().splitlines()[-1])
     if args.minilm_steps:
         from llm_course.core import get_profile
-        from llm_course.pretraining import train_minilm_mlm
+        from llm_course.minilm_mlm import train_minilm_mlm
         label = f"MiniLM MLM head: training it ({args.minilm_steps} steps)"
         rows[label] = mlm_build = timed(
             lambda: train_minilm_mlm(get_profile("cpu"), steps=args.minilm_steps, train_layers=6, progress=False), label

@@ -1,4 +1,4 @@
-"""Generation speed of our GPT with and without the KV cache (`llm_course.pretraining.generate`).
+"""Generation speed of our GPT with and without the KV cache (`llm_course.generation.generate`).
 
 Batch 1, greedy decoding, a 8-token prompt, the GPT at the `cpu` profile's size (the shipped `gpt` checkpoint when
 present, else the same architecture with random weights: speed does not depend on the weights). The two modes are
@@ -13,7 +13,7 @@ width and depth with a context long enough for all 256 tokens (random weights) s
     python bench/generation.py --quick                        # 64 new tokens, 2 rounds
     python bench/generation.py --sweep 16,32,64,128,256,512   # also lesson 05's curve: speed-up against context length
 
-`--sweep` runs `llm_course.pretraining.kv_cache_speedups` (the function lesson 05 plots) with `--rounds` runs per
+`--sweep` runs `llm_course.generation.kv_cache_speedups` (the function notebook 05b plots) with `--rounds` runs per
 setting.
 """
 import argparse, json, os, platform, statistics, time
@@ -23,7 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TRANSFORMER
 import torch
 
 from llm_course.core import get_profile, set_seed
-from llm_course.pretraining import generate, kv_cache_speedups, list_checkpoints, load_checkpoint_model
+from llm_course.generation import generate, kv_cache_speedups
+from llm_course.pretraining import list_checkpoints, load_checkpoint_model
 from llm_course.transformer import GPT, GPTConfig
 
 

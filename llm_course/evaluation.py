@@ -384,35 +384,22 @@ def perplexity(nll_sum: float, # total negative log-likelihood in nats, summed o
     if not math.isfinite(nll_sum) or nll_sum < 0: raise ValueError(f"nll_sum must be a finite sum of -log p >= 0, got {nll_sum}")
     return math.exp(nll_sum / n_tokens)
 
+from .pretraining import output_logits, summed_nll   # lesson 05's one scoring loop
+
 @torch.no_grad()
 def lm_nll(model: torch.nn.Module, # a causal LM: ours (returns (logits, loss)) or a Hugging Face one (returns .logits)
            batches, # iterable of (idx, targets) tensors, or of dicts with input_ids [, attention_mask, labels]
            ignore_index: int = -100, # target value that marks positions not to score
           ) -> tuple[float, int]:
     "Summed next-token NLL (nats) and the number of scored tokens over all batches: pass them to `perplexity`."
-    was_training = model.training
-    model.eval()                                             # no dropout while scoring
-    device = next(model.parameters()).device
-    nll_sum, n_tokens = 0.0, 0
-    for batch in batches:
-        if isinstance(batch, Mapping):                       # Hugging Face style
-            batch = {k: v.to(device) for k, v in batch.items()}
-            labels = batch.pop("labels", None)
-            if labels is None:                               # score every real token, none of the padding
-                mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
-                labels = batch["input_ids"].masked_fill(mask == 0, ignore_index)
-            out = model(**batch)
-            logits = out.logits if hasattr(out, "logits") else out[0]
-            logits, targets = logits[:, :-1], labels[:, 1:]  # position t predicts token t + 1
-        else:                                                # our models: (idx, targets), already shifted
-            idx, targets = (t.to(device) for t in batch)
-            out = model(idx)
-            logits = out[0] if isinstance(out, (tuple, list)) else out
-        if logits.shape[:-1] != targets.shape:
-            raise ValueError(f"logits {tuple(logits.shape)} do not match targets {tuple(targets.shape)}: "
-                             "targets need one entry per position (shifted by one for our models)")
-        nll_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                                   ignore_index=ignore_index, reduction="sum").item()
-        n_tokens += int((targets != ignore_index).sum())
-    model.train(was_training)
-    return nll_sum, n_tokens
+    def next_token_scores(model, batch):
+        if not isinstance(batch, Mapping):                   # our models: (idx, targets), already shifted
+            idx, targets = batch
+            return output_logits(model(idx)), targets
+        batch = dict(batch)                                  # Hugging Face style
+        labels = batch.pop("labels", None)
+        if labels is None:                                   # score every real token, none of the padding
+            mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
+            labels = batch["input_ids"].masked_fill(mask == 0, ignore_index)
+        return output_logits(model(**batch))[:, :-1], labels[:, 1:]   # position t predicts token t + 1
+    return summed_nll(model, batches, next_token_scores, ignore_index)   # in eval mode (no dropout), restored after

@@ -23,7 +23,7 @@ its weight changes stored at each of `--ranks`. The candidate with the lowest NL
 `save_minilm_mlm` (only what training changed, fp16, with its SHA-256; the rest comes from MiniLM's pip package), with
 the whole
 comparison in its metadata.json.
-Load it with `llm_course.pretraining.load_minilm_mlm()`.
+Load it with `llm_course.minilm_mlm.load_minilm_mlm()`.
 """
 import argparse, json, os, platform, tempfile, time
 from pathlib import Path
@@ -32,19 +32,14 @@ import torch
 
 from llm_course.core import get_profile
 from llm_course.data import load_corpus
-from llm_course.pretraining import (
-    CHECKPOINTS_DIR,
-    KINDS,
+from llm_course.pretraining import CHECKPOINTS_DIR, KINDS, heldout_data, pretrain, save_model_checkpoint, token_nll
+from llm_course.minilm_mlm import (
     MINILM_MLM_FILE,
     MINILM_MLM_STEPS,
     _minilm_mlm_random_head,
-    heldout_data,
     minilm_mlm_eval,
     minilm_mlm_blocks,
-    pretrain,
     save_minilm_mlm,
-    save_model_checkpoint,
-    token_nll,
     train_minilm_mlm,
 )
 

@@ -8,10 +8,10 @@ import json, shutil
 import pytest
 import torch
 
-import llm_course.pretraining as pt
+import llm_course.minilm_mlm as pt
 from llm_course.assets import load_minilm, load_minilm_tokenizer, minilm_path, sha256_file
 from llm_course.core import get_profile
-from llm_course.pretraining import (MINILM_MLM_DIR, MINILM_MLM_FILE, MINILM_MLM_STEPS, load_minilm_mlm, minilm_mlm_eval,
+from llm_course.minilm_mlm import (MINILM_MLM_DIR, MINILM_MLM_FILE, MINILM_MLM_STEPS, load_minilm_mlm, minilm_mlm_eval,
                                     save_minilm_mlm, train_minilm_mlm)
 
 FIX = "python scripts/make_checkpoints.py --only minilm_mlm"

@@ -15,17 +15,13 @@ from llm_course.pretraining import (
     MLMBlocks,
     causal_lm_pair,
     checkpoint_valid_loss,
-    generate,
     list_checkpoints,
     load_checkpoint_model,
     mask_tokens,
     mlm_nll,
-    next_token,
     pretrain,
     save_model_checkpoint,
     token_nll,
-    top_k_filter,
-    top_p_filter,
     unigram_cross_entropy,
     valid_loss,
     pretraining_ids,
@@ -33,8 +29,8 @@ from llm_course.pretraining import (
     masked_position_nll,
     unigram_log_probs,
     heldout_data,
-    kv_cache_speedups,
 )
+from llm_course.generation import generate, kv_cache_speedups, next_token, top_k_filter, top_p_filter
 from llm_course.tokenization import EOT
 from llm_course.data import load_corpus
 from llm_course.tokenization import corpus_tokenizer
