@@ -1,6 +1,7 @@
-"""The checkers of lessons 09-12 (llm_course.exercise_sets.applied): every usual mistake is recognised and named, a
-correct answer written differently from the reference passes, doing nothing earns 0 without crashing the checker,
-the references agree with the libraries, and the exercise notebooks carry valid nbgrader metadata."""
+"""The checkers of lessons 09-12 (llm_course.exercise_sets.applied, .efficiency, .applications, .multimodal): every
+usual mistake is recognised and named, a correct answer written differently from the reference passes, doing nothing
+earns 0 without crashing the checker, the references agree with the libraries, and the exercise notebooks carry valid
+nbgrader metadata."""
 import importlib, json, math, re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from transformers.models.clip.modeling_clip import image_text_contrastive_loss a
 # an import inside a checked function would count against its time limit
 from llm_course.exercise_notebooks import exercise_notebook_problems
 from llm_course.exercises import get_exercise, list_exercises
-from llm_course.exercise_sets import applied as A
+from llm_course.exercise_sets import applied as A, efficiency as EF, applications as AP, multimodal as MM, common as C
 
 ROOT = Path(__file__).resolve().parents[1]
 MINE = [e for e in list_exercises() if e.lesson in ("09", "10", "11", "12")]
@@ -78,8 +79,8 @@ def test_every_usual_mistake_is_recognised_and_named(ex):
         assert mistake in res.text(), (mistake, res.text())
 
 
-BUGGY = {"word_logprob": A.WORD_LOGPROB_BUGGY, "clip_scaled_grads": A.CLIP_SCALED_BUGGY,
-         "oos_threshold": A.THRESHOLD_BUGGY, "zero_shot_logits": A.ZERO_SHOT_BUGGY}
+BUGGY = {"word_logprob": A.WORD_LOGPROB_BUGGY, "clip_scaled_grads": EF.CLIP_SCALED_BUGGY,
+         "oos_threshold": AP.THRESHOLD_BUGGY, "zero_shot_logits": MM.ZERO_SHOT_BUGGY}
 
 
 def test_every_debug_exercise_has_its_planted_bug():
@@ -183,7 +184,7 @@ def test_doing_nothing_earns_zero_and_never_crashes(ex):
 
 
 VALUES = {
-    "scope_sweep": lambda: {"table": A._scope_table(), "conclusion": A.SCOPE_CONCLUSIONS[0]},
+    "scope_sweep": lambda: {"table": AP._scope_table(), "conclusion": AP.SCOPE_CONCLUSIONS[0]},
     "norm_sweep": lambda: {
         "table": A._norm_table(),
         "conclusion": max(
@@ -191,16 +192,16 @@ VALUES = {
         ),
     },
     "prompt_choice": lambda: {p: max(s, key=s.get) for p, s in A.prompt_pair_scores().items()},
-    "adamw_memory_mb": lambda: 16 * A.smollm2_parameters()["unique"] / 1e6 * 1.01,
-    "random_ranking": lambda: {k: v * 1.05 for k, v in A.random_ranking_expectation().items()},
-    "loss_floor": lambda: round(A._floor_truth(), 2),
+    "adamw_memory_mb": lambda: 16 * EF.smollm2_parameters()["unique"] / 1e6 * 1.01,
+    "random_ranking": lambda: {k: v * 1.05 for k, v in AP.random_ranking_expectation().items()},
+    "loss_floor": lambda: round(MM._floor_truth(), 2),
     "accumulation_sweep": lambda: {
-        "table": {k: v + 0.005 for k, v in A.accumulation_table().items()},
-        "conclusion": A._accumulation_conclusion(A.accumulation_table()),
+        "table": {k: v + 0.005 for k, v in EF.accumulation_table().items()},
+        "conclusion": EF._accumulation_conclusion(EF.accumulation_table()),
     },
     "temperature_sweep": lambda: {
-        "table": dict(A.clip_temperature_table()),
-        "conclusion": min(A.clip_temperature_table(), key=A.clip_temperature_table().get),
+        "table": dict(MM.clip_temperature_table()),
+        "conclusion": min(MM.clip_temperature_table(), key=MM.clip_temperature_table().get),
     },
 }
 
@@ -216,22 +217,22 @@ def test_values_right_within_tolerance_pass_and_doing_nothing_earns_zero(ex):
 
 
 def test_predictions_far_off_fail_with_the_gap():
-    res = get_exercise("adamw_memory_mb").run(16 * A.smollm2_parameters()["unique"] / 1e6 * 1.05)
+    res = get_exercise("adamw_memory_mb").run(16 * EF.smollm2_parameters()["unique"] / 1e6 * 1.05)
     assert not res.ok and "off the measured" in res.text(), res.text()
-    res = get_exercise("loss_floor").run(A._floor_truth() + 0.05)
+    res = get_exercise("loss_floor").run(MM._floor_truth() + 0.05)
     assert not res.ok
 
 
 def test_ablation_tables_and_conclusions_are_checked_one_by_one():
-    ex, t = get_exercise("accumulation_sweep"), A.accumulation_table()
-    good = {"table": dict(t), "conclusion": A._accumulation_conclusion(t)}
+    ex, t = get_exercise("accumulation_sweep"), EF.accumulation_table()
+    good = {"table": dict(t), "conclusion": EF._accumulation_conclusion(t)}
     off = {**good, "table": {**t, "small": t["small"] + 0.1}}
     res = ex.run(off)
     assert res.passed == res.total - 1 and "'small'" in res.text(), res.text()
-    wrong = next(c for c in A.ACCUMULATION_CONCLUSIONS if c != good["conclusion"])
+    wrong = next(c for c in EF.ACCUMULATION_CONCLUSIONS if c != good["conclusion"])
     res = ex.run({**good, "conclusion": wrong})
     assert res.passed == res.total - 1 and "say" in res.text(), res.text()
-    ex, t = get_exercise("temperature_sweep"), A.clip_temperature_table()
+    ex, t = get_exercise("temperature_sweep"), MM.clip_temperature_table()
     best = max(t, key=t.get)
     res = ex.run({"table": dict(t), "conclusion": best})
     assert (res.ok) == (t[best] <= min(t.values()) + 0.01)
@@ -249,11 +250,11 @@ def test_the_ci_bars_are_out_of_reach_untrained():
     valid = LMBlocks(pretraining_ids(tok, p.corpus_chars // 10, split="valid"), p.block_size)
     set_seed(0)
     untrained = valid_loss(GPT(GPTConfig.from_profile(p, vocab_size=tok.vocab_size)).eval(), valid, 32)
-    assert untrained > A.accumulation_bar(p) > A.accumulation_table()["big"], untrained
+    assert untrained > EF.accumulation_bar(p) > EF.accumulation_table()["big"], untrained
     set_seed(0)
     acc = accuracy_on(make_clip("cnn", "bytes", profile=p, device="cpu"), split_digits(profile=p)["test"],
                       class_prompts(TRAIN_TEMPLATES))
-    assert acc < A.CLIP_BAR[p.name] <= A.clip_temperature_table()["learned"], acc
+    assert acc < MM.CLIP_BAR[p.name] <= MM.clip_temperature_table()["learned"], acc
 
 
 def test_references_agree_with_the_libraries():
@@ -261,9 +262,9 @@ def test_references_agree_with_the_libraries():
     for c in get_exercise("ndcg_at_k").cases(3):
         rel, s, k = c.args
         if all(len(set(r)) == len(r) for r in s) and (rel.sum(1) > 0).all():
-            assert abs(A._ndcg_ref(rel, s, k) - ndcg_score(rel, s, k=k)) < 1e-12
+            assert abs(AP._ndcg_ref(rel, s, k) - ndcg_score(rel, s, k=k)) < 1e-12
     for c in get_exercise("clip_loss").cases(3):
-        assert torch.allclose(A._clip_loss_ref(*c.args), hf_clip_loss(c.args[0].T), atol=1e-6)
+        assert torch.allclose(MM._clip_loss_ref(*c.args), hf_clip_loss(c.args[0].T), atol=1e-6)
     for c in get_exercise("clip_scaled_grads").cases(3):         # the GradScaler recipe: unscale_, then clip_grad_norm_
         grads, S, max_norm = c.args
         ps = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
@@ -272,7 +273,7 @@ def test_references_agree_with_the_libraries():
         for p, g in zip(ps, grads): p.grad = g.clone()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(ps, max_norm)
-        for ours, theirs in zip(A._clip_ref(grads, S, max_norm), ps):
+        for ours, theirs in zip(EF._clip_ref(grads, S, max_norm), ps):
             assert torch.allclose(ours, theirs.grad, rtol=1e-6)
     from torch.ao.quantization.observer import PerChannelMinMaxObserver
     for c in get_exercise("absmax_quantize").cases(3):
@@ -281,7 +282,7 @@ def test_references_agree_with_the_libraries():
         obs = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
                                        quant_min=-127, quant_max=127)
         obs(w); scale, _ = obs.calculate_qparams()
-        q, ours = A._absmax_ref(w)
+        q, ours = EF._absmax_ref(w)
         assert torch.allclose(ours.flatten(), scale.float(), rtol=1e-6)
 
 
@@ -308,7 +309,7 @@ def test_exercise_notebooks_carry_nbgrader_metadata(stem):
 def test_the_measured_caches_are_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM_COURSE_CACHE", str(tmp_path))
     calls = []
-    assert A._measured("t-v1", lambda: calls.append(1) or {"x": 1.5}) == {"x": 1.5}
-    A._MEMO.pop("t-v1")
-    assert A._measured("t-v1", lambda: calls.append(1) or {"x": 9}) == {"x": 1.5}      # read back from disk
+    assert C.measured("t-v1", lambda: calls.append(1) or {"x": 1.5}) == {"x": 1.5}
+    C._MEMO.pop("t-v1")
+    assert C.measured("t-v1", lambda: calls.append(1) or {"x": 9}) == {"x": 1.5}      # read back from disk
     assert calls == [1]
