@@ -9,6 +9,7 @@ import torch
 from llm_course.core import get_profile
 from llm_course.exercises import EXERCISES, get_exercise
 import llm_course.exercise_sets.adaptation as A
+import llm_course.exercise_sets.evaluation as E
 
 LESSONS = ("07", "08")
 
@@ -55,7 +56,7 @@ def test_expected_calibration_error():
     for lazy in (stub, first, zero): assert_zero("expected_calibration_error", lazy)
 
 def test_bootstrap_width():
-    w = A._boot_width()
+    w = E._boot_width()
     assert 0.06 < w < 0.08, w                                       # 2 * 1.96 * sqrt(.85 * .15 / 400) = 0.070
     assert run("bootstrap_width", 2 * 1.96 * math.sqrt(0.85 * 0.15 / 400)).ok and run("bootstrap_width", 0.07).ok
     for mistake, wrong in get_exercise("bootstrap_width").mistakes.items():
@@ -84,7 +85,7 @@ def paired_90(y_true, pred_a, pred_b, n_boot=2000, seed=0):
 
 def test_diff_interval():
     assert run("diff_interval", diff_interval, seed=2).ok
-    assert_named("diff_interval", A._diff_planted, "independent resamples")
+    assert_named("diff_interval", E._diff_planted, "independent resamples")
     assert_named("diff_interval", unpaired_95, "resampled independently")
     assert_named("diff_interval", paired_90, "90% interval")
     for lazy in (stub, first, zero, lambda *a, **k: (0.0, 0.0)): assert_zero("diff_interval", lazy)
