@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .core import asset_path, get_profile, set_seed, MissingAssetError
+from .core import asset_path, get_profile
 
 # %% auto #0
 __all__ = ['BBC_LABELS', 'TWEET_LABELS', 'APPLE_RE', 'INTENT_TEMPLATES', 'INTENT_SLOTS', 'INTENT_OPENERS', 'INTENT_CLOSERS',
