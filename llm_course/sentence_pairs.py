@@ -228,38 +228,17 @@ def to_hf_albert_pretraining(
     from transformers import AlbertConfig, AlbertForPreTraining
 
     c, bert = model.config, to_hf_bert(model).state_dict()
-    hf = AlbertForPreTraining(
-        AlbertConfig(
-            vocab_size=c.vocab_size,
-            embedding_size=c.n_embd,
-            hidden_size=c.n_embd,
-            num_hidden_layers=c.n_layer,
-            num_hidden_groups=c.n_layer,
-            inner_group_num=1,
-            num_attention_heads=c.n_head,
-            intermediate_size=c.n_inner or 4 * c.n_embd,
-            hidden_act=c.activation,
-            hidden_dropout_prob=c.dropout,
-            attention_probs_dropout_prob=c.dropout,
-            classifier_dropout_prob=c.dropout,
-            max_position_embeddings=c.block_size,
-            type_vocab_size=c.type_vocab_size,
-            layer_norm_eps=c.layer_norm_eps,
-        )
-    )
-    names = {
-        "attention.self.query": "attention.query",
-        "attention.self.key": "attention.key",
-        "attention.self.value": "attention.value",
-        "attention.output.dense": "attention.dense",
-        "attention.output.LayerNorm": "attention.LayerNorm",
-        "intermediate.dense": "ffn",
-        "output.dense": "ffn_output",
-        "output.LayerNorm": "full_layer_layer_norm",
-    }
-    sd = {
-        k.replace("bert.embeddings", "albert.embeddings"): v for k, v in bert.items() if k.startswith("bert.embeddings")
-    }
+    hf = AlbertForPreTraining(AlbertConfig(
+        vocab_size=c.vocab_size, embedding_size=c.n_embd, hidden_size=c.n_embd, num_hidden_layers=c.n_layer,
+        num_hidden_groups=c.n_layer, inner_group_num=1, num_attention_heads=c.n_head,
+        intermediate_size=c.n_inner or 4 * c.n_embd, hidden_act=c.activation, hidden_dropout_prob=c.dropout,
+        attention_probs_dropout_prob=c.dropout, classifier_dropout_prob=c.dropout, max_position_embeddings=c.block_size,
+        type_vocab_size=c.type_vocab_size, layer_norm_eps=c.layer_norm_eps))
+    names = {"attention.self.query": "attention.query", "attention.self.key": "attention.key",
+             "attention.self.value": "attention.value", "attention.output.dense": "attention.dense",
+             "attention.output.LayerNorm": "attention.LayerNorm", "intermediate.dense": "ffn",
+             "output.dense": "ffn_output", "output.LayerNorm": "full_layer_layer_norm"}
+    sd = {k.replace("bert.", "albert.", 1): v for k, v in bert.items() if k.startswith("bert.embeddings")}
     for k, v in bert.items():
         if k.startswith("bert.encoder.layer."):
             i, rest = k[len("bert.encoder.layer.") :].split(".", 1)
@@ -268,16 +247,11 @@ def to_hf_albert_pretraining(
         elif k.startswith("cls.predictions."):
             sd[k.replace("cls.predictions.transform.", "predictions.").replace("cls.", "")] = v
     C = c.n_embd
-    sd.update(
-        {
-            "albert.encoder.embedding_hidden_mapping_in.weight": torch.eye(C),
-            "albert.encoder.embedding_hidden_mapping_in.bias": torch.zeros(C),
-            "albert.pooler.weight": model.pooler.weight,
-            "albert.pooler.bias": model.pooler.bias,
-            "sop_classifier.classifier.weight": model.seq_relationship.weight,
-            "sop_classifier.classifier.bias": model.seq_relationship.bias,
-        }
-    )
+    sd.update({"albert.encoder.embedding_hidden_mapping_in.weight": torch.eye(C),
+               "albert.encoder.embedding_hidden_mapping_in.bias": torch.zeros(C),
+               "albert.pooler.weight": model.pooler.weight, "albert.pooler.bias": model.pooler.bias,
+               "sop_classifier.classifier.weight": model.seq_relationship.weight,
+               "sop_classifier.classifier.bias": model.seq_relationship.bias})
     return _load_copies(hf, sd)
 
 # %% ../nbs/05a_sentence_pairs.ipynb #9b990fc7
