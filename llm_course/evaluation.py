@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['as_labels', 'check_targets', 'confusion_matrix', 'normalize_confusion', 'plot_confusion_matrix',
