@@ -221,7 +221,8 @@ def _rank_verify(case, answer) -> str | None:
 # %% ../../nbs/95c_exercises_adaptation.ipynb #e033e0ce
 register(Exercise(
     name="rank_sweep", lesson="08", notebook="ex08_lora", kind="ablate", scales=True,
-    section="08a_peft_methods: The experiment: MiniLM on BBC topics and tweet sentiment", title="Ablate the rank of LoRA",
+    section="08a_peft_methods: The experiment: MiniLM on BBC topics and tweet sentiment",
+    title="Ablate the rank of LoRA",
     task="Run `rank_run(r)` (from `llm_course.exercise_sets.adaptation`: the course GPT adapted to tweets with LoRA "
          "of rank r on its attention, lora_alpha 16, held-out loss) for r = None (no adaptation: the base model), 1, "
          "4 and 16. Return `{\"table\": {\"base\": loss, \"r=1\": loss, \"r=4\": loss, \"r=16\": loss}, "
