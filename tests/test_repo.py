@@ -53,3 +53,20 @@ def test_readme_commands_exist():
     assert "./course lab" in text and "./course test" in text
     ci = (ROOT / ".ci" / "run").read_text()
     assert "./course test" in ci
+
+
+def test_readme_lists_every_notebook_with_its_module():
+    "The README's lesson table names every numbered notebook and the module it exports (a new lesson needs a row)."
+    import json
+    table = (ROOT / "README.md").read_text().split("## The lessons", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for nb in sorted((ROOT / "nbs").glob("[0-9]*.ipynb")):
+        first = "".join(json.loads(nb.read_text())["cells"][0]["source"])
+        mod = re.search(r"#\|\s*default_exp\s+(\S+)", first).group(1)
+        if mod.startswith("exercise_sets."):   # one row for all the sets (`95a_exercises_*`, ...)
+            row_ok = "`llm_course.exercise_sets.*`" in table and f"`{nb.name[:3]}_exercises_*`" in table
+        else:
+            row_ok = f"| `{nb.stem}` | `llm_course.{mod}` |" in table
+        if not row_ok: missing.append(f"{nb.stem} (llm_course.{mod})")
+    assert not missing, (f"README's lesson table lacks {missing}: add a row to nbs/index.ipynb, "
+                         "then python tools/make_readme.py")
