@@ -48,15 +48,13 @@ def measure_memory(fn: Callable, # called once with no arguments
         torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device)
         start = torch.cuda.memory_allocated(device)
         out = fn(); torch.cuda.synchronize(device)
-        return out, dict(
-            held=torch.cuda.memory_allocated(device) - start, peak=torch.cuda.max_memory_allocated(device) - start
-        )
+        held, peak = torch.cuda.memory_allocated(device) - start, torch.cuda.max_memory_allocated(device) - start
+        return out, dict(held=held, peak=peak)
     if device.type != "cpu": raise ValueError(f"measure_memory works on 'cpu' and 'cuda', not {device.type!r}.")
     from torch.profiler import profile, ProfilerActivity
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof: out = fn()
-    events = sorted(
-        (e for e in prof.profiler.function_events if e.self_cpu_memory_usage), key=lambda e: e.time_range.start
-    )
+    events = [e for e in prof.profiler.function_events if e.self_cpu_memory_usage]
+    events.sort(key=lambda e: e.time_range.start)                        # in time order
     held = peak = 0
     for e in events: held += e.self_cpu_memory_usage; peak = max(peak, held)
     return out, dict(held=held, peak=peak)
@@ -146,10 +144,8 @@ def split_batch(batch: tuple | list | dict, # tensors (or a dict of them) with t
     tensors = list(batch.values()) if isinstance(batch, dict) else list(batch)
     n = len(tensors[0])
     if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or not 1 <= micro_batches <= n:
-        raise ValueError(
-            f"micro_batches={micro_batches!r} must be an integer from 1 (no accumulation) to the batch size {n} "
-            "(one example per micro-batch)."
-        )
+        raise ValueError(f"micro_batches={micro_batches!r} must be an integer from 1 (no accumulation) to the batch "
+                         f"size {n} (one example per micro-batch).")
     sizes = [n // micro_batches + (i < n % micro_batches) for i in range(micro_batches)]
     parts = [t.split(sizes) for t in tensors]
     if isinstance(batch, dict): return [dict(zip(batch, p)) for p in zip(*parts)]
@@ -248,10 +244,8 @@ def quantize(w: torch.Tensor, # a 2-D weight (out_features, in_features)
     out, d = w.shape
     g = d if group_size is None else group_size
     if not isinstance(g, int) or g < 1 or d % g:
-        raise ValueError(
-            f"group_size={group_size!r} must be a positive divisor of in_features={d} (e.g. "
-            f"{[x for x in (32, 64, 128) if d % x == 0] or [d]}); None: one scale per row."
-        )
+        raise ValueError(f"group_size={group_size!r} must be a positive divisor of in_features={d} (e.g. "
+                         f"{[x for x in (32, 64, 128) if d % x == 0] or [d]}); None: one scale per row.")
     wg = w.detach().float().reshape(out, d // g, g)                       # (out, n_groups, g)
     eps = torch.finfo(torch.float32).eps                                  # an all-zero group still gets a usable scale
     if symmetric:
@@ -325,27 +319,19 @@ class QuantLinear(nn.Module):
         return (q.to(torch.int16) - 8).to(torch.int8) if self.symmetric else q
 
     def quantized(self) -> Quantized:
-        zp = (
-            self.zero_point.to(torch.int32)
-            if self.zero_point is not None
-            else torch.zeros_like(self.scale, dtype=torch.int32)
-        )
+        zp = (self.zero_point.to(torch.int32) if self.zero_point is not None
+              else torch.zeros_like(self.scale, dtype=torch.int32))
         return Quantized(self.codes(), self.scale, zp, self.bits, self.group_size)
 
     def forward(self, x):
-        if (
-            self.symmetric and self.group_size == self.in_features and not self.packed
-        ):  # per channel: one multiply per row
+        if self.symmetric and self.group_size == self.in_features and not self.packed:   # per channel: one multiply
             w = self.qweight.to(x.dtype) * self.scale.to(x.dtype)                         # (out, in) * (out, 1)
         else: w = dequantize(self.quantized(), x.dtype)
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self):
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-            f"group_size={self.group_size}, "
-            f"symmetric={self.symmetric}"
-        )
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_size={self.group_size}, symmetric={self.symmetric}")
 
 # %% ../nbs/10_efficiency.ipynb #59555b7b
 def quantize_model(
