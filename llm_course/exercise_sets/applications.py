@@ -4,7 +4,6 @@
 
 # %% ../../nbs/95d_exercises_applications.ipynb #c72b9bd6
 from __future__ import annotations
-import math
 
 import numpy as np
 
