@@ -113,7 +113,7 @@ def test_damaged_model_folder_is_one_line(trained, tmp_path, damage):
 
 def test_finetune_interrupted_saves_nothing(tiny_bert, tmp_path, monkeypatch):
     import llm_course.classifier as classifier
-    from llm_course.training import InterruptAt
+    from llm_course.testing import InterruptAt
     real_fit = classifier.fit
     monkeypatch.setattr(classifier, "fit", lambda *a, **k: real_fit(*a, **{**k, "callbacks": [InterruptAt(1)]}))
     train = write_csv(tmp_path / "train.csv", [("good film", "pos"), ("bad film", "neg")] * 8)

@@ -413,7 +413,7 @@ def test_prompt_tuning_shapes():
 
 
 def test_prompt_tuning_on_a_causal_lm_pads_token_labels():
-    from llm_course.training import tiny_gpt2
+    from llm_course.testing import tiny_gpt2
     lm = tiny_gpt2(block_size=32)
     pt = PromptTuning(lm, num_virtual_tokens=3)
     ids = torch.randint(0, 256, (2, 8))
