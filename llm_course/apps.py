@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_applications.ipynb #00180fb2
 from __future__ import annotations
-import json, time
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 

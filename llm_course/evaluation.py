@@ -380,7 +380,8 @@ def perplexity(nll_sum: float, # total negative log-likelihood in nats, summed o
               ) -> float:
     "Perplexity exp(nll_sum / n_tokens) of a whole corpus."
     if n_tokens <= 0: raise ValueError(f"n_tokens must be positive, got {n_tokens}: were all labels -100 (ignored)?")
-    if not math.isfinite(nll_sum) or nll_sum < 0: raise ValueError(f"nll_sum must be a finite sum of -log p >= 0, got {nll_sum}")
+    if not math.isfinite(nll_sum) or nll_sum < 0:
+        raise ValueError(f"nll_sum must be a finite sum of -log p >= 0, got {nll_sum}")
     return math.exp(nll_sum / n_tokens)
 
 from .pretraining import output_logits, summed_nll   # lesson 05's one scoring loop

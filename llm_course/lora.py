@@ -11,8 +11,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .heads import count_parameters   # lesson 06: trainable and total parameters, each tensor once
-
 # %% auto #0
 __all__ = ['PEFT_PREFIX', 'LORA_WEIGHTS', 'LORA_CONFIG', 'LoRALinear', 'LoRAConfig', 'find_modules', 'linear_names', 'set_module',
            'train_only', 'add_lora', 'lora_layers', 'lora_state_dict', 'copy_lora_weights', 'merge_lora',

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from llm_course.core import set_seed
-from llm_course.lora import (add_lora, count_parameters, copy_lora_weights, from_peft_state_dict, linear_names,
+from llm_course.heads import count_parameters
+from llm_course.lora import (add_lora, copy_lora_weights, from_peft_state_dict, linear_names,
     load_lora, load_peft_adapter, lora_layers, lora_state_dict, merge_lora, save_lora, save_peft_adapter,
     to_peft_state_dict, unmerge_lora)
 from llm_course.peft_methods import (PromptTuning, PrefixTuning, BottleneckAdapter, add_adapters, bitfit,
