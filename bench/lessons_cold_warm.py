@@ -4,7 +4,10 @@ For each lesson: `llm-course run NN --profile P` in a fresh process with `LLM_CO
 temporary folder (cold: every conversion, tokenizer and checkpoint the lesson needs is built), then the same run
 again with that folder kept (warm). Wall and CPU seconds of the child process are recorded, with the 1-minute load
 average before and after each run: on a shared machine compare warm/cold within one lesson's row, and read the
-absolute seconds as an upper bound when the load was above the core count. Results are merged into
+absolute seconds as an upper bound when the load was above the core count. On a busy machine, measure with one thread
+at top priority (`OMP_NUM_THREADS=1 nice -n -19`, as root, with the kernel's autogroup scheduling off so that nice
+counts across sessions): the run then gets one whole core, its wall time is close to its CPU time, and a lesson that
+takes at most 300 s on one thread takes at most that on a two-core laptop. Results are merged into
 bench/results/lessons_cold_warm.json, one entry per lesson and profile, so lessons can be measured one at a time:
 
     python bench/lessons_cold_warm.py 05 09               # two lessons at cpu
@@ -54,12 +57,13 @@ def measure(lesson: str, profile: str, timeout: int, warm: bool = True) -> dict:
 
 def show(results: dict) -> str:
     "The recorded runs as a markdown table."
-    rows = ["| lesson | profile | cold wall s | warm wall s | cold CPU s | warm CPU s | load (cold run) | status "
-            "| date |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| lesson | profile | threads | cold wall s | warm wall s | cold CPU s | warm CPU s | load (cold run) "
+            "| status | date |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(results):
         r = results[key]; lesson, profile = key.split("@"); c, w = r["cold"], r["warm"] or {}
-        rows.append(f"| {lesson} | {profile} | {c['wall_s']:.0f} | {w.get('wall_s', '-')} | {c['cpu_s']:.0f} | "
+        rows.append(f"| {lesson} | {profile} | {r.get('threads', '-')} | {c['wall_s']:.0f} | {w.get('wall_s', '-')} | "
+                    f"{c['cpu_s']:.0f} | "
                     f"{w.get('cpu_s', '-')} | {c['load_before']}-{c['load_after']} | "
                     f"{c['status']}/{w.get('status', '-')} | {r['date']} |")
     return "\n".join(rows)
