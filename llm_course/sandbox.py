@@ -190,6 +190,21 @@ def _others_can_use(paths: list) -> bool:
         if any(not os.stat(d).st_mode & 0o001 for d in folders): return False
     return True
 
+# %% ../nbs/96a_sandbox.ipynb #c50fbaf8
+_uid_locks: dict[int, int] = {}   # user id -> the open lock file that reserves it while a run of this process uses it
+
+def _claim_uid(uid: int) -> bool:
+    """Reserve `uid` across processes: an exclusive `flock` on a file named after it in the temporary folder. Two
+    graders (two teachers, or two notebooks tested side by side) must never share a user id: when a run ends, every
+    process of its user id is killed, and a shared id would kill the other grader's run."""
+    import fcntl
+    path = os.path.join(tempfile.gettempdir(), f"llm_course-sandbox-uid-{uid}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError: os.close(fd); return False
+    _uid_locks[uid] = fd
+    return True
+
 # %% ../nbs/96a_sandbox.ipynb #bd9c79b4
 def _take_uid(mode: str, readable: list) -> int | None:
     "A user id of its own for a run, when the grader is root (and, without bubblewrap, that user can reach Python)."
@@ -198,14 +213,15 @@ def _take_uid(mode: str, readable: list) -> int | None:
         warnings.warn(f"Python ({os.path.realpath(sys.executable)}) is in a folder other users cannot enter: without "
                       "bubblewrap the student's code runs as root", SandboxWarning, stacklevel=3)
         return None
-    with _uid_lock:
-        if not _free_uids: raise RuntimeError(f"more than {_UID_COUNT} sandboxed runs at once")
-        return _free_uids.pop(0)
+    with _uid_lock:   # the first user id no run of this process uses and no other grader process has locked
+        for uid in list(_free_uids):
+            if _claim_uid(uid): _free_uids.remove(uid); return uid
+        raise RuntimeError(f"more than {_UID_COUNT} sandboxed runs at once")
 
 # %% ../nbs/96a_sandbox.ipynb #8e90797b
 def _give_uid(uid: int | None):
     if uid is not None:
-        with _uid_lock: _free_uids.append(uid)
+        with _uid_lock: os.close(_uid_locks.pop(uid)); _free_uids.append(uid)   # closing the file drops its lock
 
 # %% ../nbs/96a_sandbox.ipynb #618e62ed
 def _start(self):
