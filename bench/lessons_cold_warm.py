@@ -14,8 +14,11 @@ bench/results/lessons_cold_warm.json, one entry per lesson and profile, so lesso
     python bench/lessons_cold_warm.py --all --timeout 900   # every lesson (takes long)
     python bench/lessons_cold_warm.py --cold-only 06         # only the first run (keeps a recorded warm row)
     python bench/lessons_cold_warm.py --show                 # the table of what was recorded
+    python bench/lessons_cold_warm.py --warm-cache DIR 06    # only a warm run, on a cache a cpu run already filled
+
+Several instances may run at once (one per core): each merges its rows into the results file under a lock.
 """
-import argparse, datetime, json, os, platform, resource, subprocess, sys, tempfile, time
+import argparse, datetime, fcntl, json, os, platform, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,16 +46,32 @@ def run_once(lesson: str, profile: str, cache: Path, timeout: int) -> dict:
             **({"tail": tail} if status != 0 else {})}
 
 
-def measure(lesson: str, profile: str, timeout: int, warm: bool = True) -> dict:
-    "Cold (empty cache) then, unless `warm` is False, warm (same cache) run of one lesson."
-    with tempfile.TemporaryDirectory(prefix="llm_course_cold_") as cache:
-        cold = run_once(lesson, profile, Path(cache), timeout)
-        warm = run_once(lesson, profile, Path(cache), timeout) if warm and cold["status"] == 0 else None
+def measure(lesson: str, profile: str, timeout: int, warm: bool = True, warm_cache: Path | None = None) -> dict:
+    "Cold (empty cache) then, unless `warm` is False, warm (same cache) run; with `warm_cache` only a warm run there."
+    if warm_cache is not None: cold, warm = None, run_once(lesson, profile, warm_cache, timeout)
+    else:
+        with tempfile.TemporaryDirectory(prefix="llm_course_cold_") as cache:
+            cold = run_once(lesson, profile, Path(cache), timeout)
+            warm = run_once(lesson, profile, Path(cache), timeout) if warm and cold["status"] == 0 else None
     return {"cold": cold, "warm": warm, "cores": os.cpu_count(),
             "threads": os.environ.get("OMP_NUM_THREADS", "default"),
             "machine": platform.processor() or platform.machine(), "date": datetime.date.today().isoformat(),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                      cwd=ROOT).stdout.strip()}
+
+
+def record(key: str, row: dict) -> dict:
+    "Merge one row into the results file under an exclusive lock (re-read first: another instance may have written)."
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        old = results.get(key, {})
+        if row["cold"] is None: row["cold"], row["cold_commit"] = old["cold"], old.get("cold_commit", old["commit"])
+        elif row["warm"] is None and old.get("warm"):
+            row["warm"], row["warm_commit"] = old["warm"], old.get("warm_commit", old.get("commit"))
+        results[key] = row
+        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    return results
 
 
 def show(results: dict) -> str:
@@ -76,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu", choices=["ci", "cpu", "gpu"])
     ap.add_argument("--timeout", type=int, default=1200, help="seconds before one run is stopped (recorded as timeout)")
     ap.add_argument("--cold-only", action="store_true", help="skip the warm run (a previous warm row is kept)")
+    ap.add_argument("--warm-cache", type=Path, default=None,
+                    help="only a warm run, with this cache (one a run at this profile filled); the cold row is kept")
     ap.add_argument("--show", action="store_true", help="print the recorded table and exit")
     a = ap.parse_args(argv)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -85,13 +106,16 @@ def main(argv=None) -> int:
     todo = names if a.all else [next((n for n in names if n == x or n.split("_")[0] == x), x) for x in a.lessons]
     bad = [x for x in todo if x not in names]
     if bad: ap.error(f"unknown lesson(s) {bad}; lessons: {', '.join(names)}")
+    if a.warm_cache is not None:
+        if not a.warm_cache.is_dir(): ap.error(f"--warm-cache {a.warm_cache} is not a folder: give a filled cache")
+        missing = [x for x in todo if f"{x}@{a.profile}" not in results]
+        if missing: ap.error(f"no cold row recorded for {missing}: run them without --warm-cache first")
     for name in todo:
-        print(f"[bench] {name} at {a.profile}: cold, then warm ...", file=sys.stderr, flush=True)
-        key, old = f"{name}@{a.profile}", results.get(f"{name}@{a.profile}", {})
-        results[key] = r = measure(name, a.profile, a.timeout, warm=not a.cold_only)
-        if a.cold_only and old.get("warm"):
-            r["warm"], r["warm_commit"] = old["warm"], old.get("warm_commit", old.get("commit"))
-        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")   # after each lesson: resumable
+        print(f"[bench] {name} at {a.profile}: {'warm on ' + str(a.warm_cache) if a.warm_cache else 'cold, then warm'}"
+              " ...", file=sys.stderr, flush=True)
+        r = measure(name, a.profile, a.timeout, warm=not a.cold_only, warm_cache=a.warm_cache)
+        if a.warm_cache is not None: r["warm_cache"] = str(a.warm_cache)
+        results = record(f"{name}@{a.profile}", r)   # after each lesson: resumable
         print(f"[bench] {name}: cold {r['cold']['wall_s']} s ({r['cold']['status']}), warm "
               f"{r['warm']['wall_s'] if r['warm'] else '-'} s, load {r['cold']['load_before']}", file=sys.stderr)
     print(show(results))
