@@ -285,15 +285,19 @@ def _share(caches: tuple):
         print(f"made {n} cache files and folders readable by the sandbox user", file=sys.stderr)
 
 # %% ../nbs/96b_autograde.ipynb #9b081a74
-def _message(sb: Sandbox, want: str, deadline: float, at: list):
-    "The payload of the next `want` message (None: none came before `deadline`); `at` tracks the cell reached."
+def _message(sb: Sandbox, want: str, deadline: float, at: list, after_start: float | None = None):
+    "The payload of the next `want` message (None: none came in time); `at` tracks the cell reached."
+    # after_start: seconds the cells get from the first cell's start, which then replaces `deadline`
+    # (`deadline` bounds the start-up alone; student code runs only after the first "at", so it cannot move it)
     while (left := deadline - time.monotonic()) > 0:
         line = sb.receive(left)
         if line is None: return None
         tag, _, body = line.decode(errors="replace").partition("\t")
         try: obj = json.loads(body)
         except json.JSONDecodeError: continue
-        if tag == "at" and isinstance(obj, int): at[0] = obj
+        if tag == "at" and isinstance(obj, int):
+            if at[0] is None and after_start is not None: deadline = time.monotonic() + after_start
+            at[0] = obj
         elif tag == want: return obj
     return None
 
@@ -307,7 +311,7 @@ def run_submission(path: str | Path, # the student's notebook
                    exercises: list[str], # the exercises it is graded on
                    seed: int, # the run's seed (the same for every student)
                    timeout: float = 30, # seconds per cell
-                   startup: float = 60, # extra seconds for the sandbox and Python to start (torch takes a few)
+                   startup: float = 60, # seconds for the sandbox and Python to start (the cells' time counts after)
                    limits: Limits | None = None, # resource limits of the run
                    sandbox: str = "auto", # "auto", "bwrap", "unshare" or "none"
                    folder: str | Path | None = None, # the student's folder, the working copy (None: the notebook)
@@ -338,7 +342,7 @@ def run_submission(path: str | Path, # the student's notebook
     try:
         with sb:
             sb.send(job)
-            errors = _message(sb, "cells", time.monotonic() + startup + timeout * (len(cells) + 1), at)
+            errors = _message(sb, "cells", time.monotonic() + startup, at, timeout * (len(cells) + 1))
             if errors is not None:
                 stage = "answers"; sb.send(f"{seed}\n".encode())
                 res = _message(sb, "answers", time.monotonic() + budget, at)

@@ -260,8 +260,9 @@ def test_hard_limit_kills_a_notebook_that_ignores_the_alarm(tmp_path):
         nb(RIGHT, "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True: pass"),
     )
     t0 = time.time()
-    r = run_submission(p, ["merge_pair"], seed=1, timeout=1, startup=4)
-    assert time.time() - t0 < 120  # it stops (an endless loop otherwise); generous for a loaded machine
+    # start-up may take up to 60 s on a loaded machine; the cells' 1 s each count from the first cell's start
+    r = run_submission(p, ["merge_pair"], seed=1, timeout=1, startup=60)
+    assert time.time() - t0 < 60 or os.getloadavg()[0] > 4  # stopped a few seconds after cell 2 began
     assert (
         "the notebook was stopped: no answer in time in cell 2" in r["errors"][-1]
         and r["answers"]["merge_pair"] is None
@@ -310,7 +311,7 @@ def test_killed_grader_leaves_nothing_and_resumes(tmp_path):
     assert _runs(), "bob's run never started"
     os.kill(grader.pid, signal.SIGKILL); grader.wait()
     t0 = time.time()
-    while _runs() and time.time() - t0 < 20: time.sleep(0.2)
+    while _runs() and time.time() - t0 < 60: time.sleep(0.2)
     left = _runs()
     for pid in left: os.kill(pid, signal.SIGKILL)
     assert not left, "processes of the killed grader's run survived"
