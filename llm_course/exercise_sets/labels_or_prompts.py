@@ -263,6 +263,7 @@ def _even_cases(seed: int) -> list:
 
 # %% ../../nbs/95c_exercises_labels_or_prompts.ipynb #cd6fb2a3
 def _even_ref(train_cpu, train_per_query, prompt_cpu, prompt_per_query):
+    "The break-even count; its docstring also keeps a student's identical code from looking like the checker's."
     if train_cpu <= prompt_cpu: return 0
     if prompt_per_query <= train_per_query: return None
     return math.ceil((train_cpu - prompt_cpu) / (prompt_per_query - train_per_query))

@@ -45,6 +45,7 @@ def _fgm_cases(seed: int) -> list:
 
 # %% ../../nbs/95b_exercises_overfitting.ipynb #e152675e
 def _fgm_ref(model, inputs, labels, epsilon):
+    "The lesson's `FGM` (attack, then restore) around the second loss."
     from llm_course.regularization import FGM
     clean = F.cross_entropy(model(inputs), labels); clean.backward()
     fgm = FGM(model, epsilon, emb_name="0.weight"); fgm.attack()
