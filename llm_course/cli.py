@@ -8,8 +8,8 @@ import argparse, os, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FINETUNE_DEFAULT', 'nbs_dir', 'find_lessons', 'resolve_lesson', 'run_lesson', 'check_model_dir', 'build_parser',
-           'main']
+__all__ = ['FINETUNE_DEFAULT', 'nbs_dir', 'find_lessons', 'resolve_lesson', 'run_lesson', 'keep_printed', 'check_model_dir',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #5062f91f
 def nbs_dir(path: str | Path | None = None, # a folder of notebooks; default: $LLM_COURSE_NBS, the clone's nbs/, ./nbs
@@ -72,8 +72,10 @@ def run_lesson(name: str, # lesson name or number, or a notebook path
         if cell.cell_type != "code": return True
         first = [l.replace(" ", "") for l in cell.source.splitlines() if l.startswith("#|")]
         return "nbdev_" + "export(" in cell.source or any(l[2:] in skip for l in first)
+    class _Shell(CaptureShell):  # keeps what a cell ending in `;` printed (see `keep_printed`)
+        def run_cell(self, raw_cell, *args, **kwargs): return super().run_cell(keep_printed(raw_cell), *args, **kwargs)
     nb = read_nb(fn)
-    shell, t0 = CaptureShell(fn), time.time()
+    shell, t0 = _Shell(fn), time.time()
     cwd = os.getcwd(); os.chdir(fn.parent)
     try: shell.run_all(nb, exc_stop=True, preproc=_skip)
     except Exception as e:
@@ -81,6 +83,13 @@ def run_lesson(name: str, # lesson name or number, or a notebook path
     finally: os.chdir(cwd)
     if save: write_nb(nb, save)
     return time.time() - t0
+
+# %% ../nbs/90_cli.ipynb #4b1d7e21
+def keep_printed(source: str, # a code cell's text
+                ) -> str:
+    "The cell as `run_lesson` runs it: a final `;` still hides the cell's value, and what it printed is kept."
+    if source.rstrip().endswith(";") and not source.lstrip().startswith("%%"): return source.rstrip() + "\npass"
+    return source
 
 # %% ../nbs/90_cli.ipynb #f1e7a0d3
 FINETUNE_DEFAULT = dict(method='lora', rank=8, lr=2e-3, epochs=2,   # the recipe llm-course finetune uses

@@ -131,3 +131,28 @@ def test_finetune_refuses_a_foreign_out_folder(tiny_bert, tmp_path):
                           "--method", "head", "--max-steps", "1"])
     one_line_error(status, err, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_run_keeps_what_a_cell_ending_in_a_semicolon_printed(tmp_path):
+    """execnb drops all the printed output of a cell whose code ends in `;`: `llm-course run --save` lost a print
+    issued before `plt.subplots` in a cell ending with `ax.legend();` (lesson 05a). Jupyter hides only the value."""
+    import json, subprocess, sys
+    sources = ["import matplotlib.pyplot as plt",
+               "print('before the plot')\nfig, ax = plt.subplots()\nax.plot([1, 2]);",
+               "print('no plot');",
+               "1 + 1;"]
+    cells = [dict(cell_type="code", execution_count=None, id=f"c{i}", metadata={}, outputs=[], source=s)
+             for i, s in enumerate(sources)]
+    nb = dict(cells=cells, metadata=dict(kernelspec=dict(name="python3", display_name="python3", language="python")),
+              nbformat=4, nbformat_minor=5)
+    (tmp_path / "tiny.ipynb").write_text(json.dumps(nb))
+    # a process of its own: the run makes an IPython shell the current one, which changes how later tests display
+    cli_main = "import sys; from llm_course.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = subprocess.run([sys.executable, "-c", cli_main, "run", str(tmp_path / "tiny.ipynb"), "--save",
+                        str(tmp_path / "out.ipynb")], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    outs = [c["outputs"] for c in json.loads((tmp_path / "out.ipynb").read_text())["cells"]]
+    printed = lambda o: "".join("".join(x["text"]) for x in o if x["output_type"] == "stream")
+    assert printed(outs[1]) == "before the plot\n" and "display_data" in [x["output_type"] for x in outs[1]], outs[1]
+    assert printed(outs[2]) == "no plot\n", outs[2]
+    assert not [x for o in outs for x in o if x["output_type"] == "execute_result"]   # `;` still hides the values
