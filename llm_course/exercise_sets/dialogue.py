@@ -17,6 +17,7 @@ __all__ = ['TRACK_INTENTS', 'ALERTS_BUGGY', 'ALERT_KEYS', 'toy_prompt_tokens']
 TRACK_INTENTS = ("card_lost", "check_balance", "transfer_money", "delivery_status", "refund_request")
 
 def _track_ref(intents, confidences, threshold):
+    "The checker's tracked intents: the lesson's carry rule on the router's sure and unsure answers."
     tracked = []
     for intent, conf in zip(intents, confidences):
         sure = conf >= threshold                           # lesson 11's router: sure at or above the threshold
@@ -97,6 +98,7 @@ def toy_prompt_tokens(messages: list[dict], # the conversation: [{"role": ..., "
 
 # %% ../../nbs/95d_exercises_dialogue.ipynb #c92cfef8
 def _truncate_ref(messages, budget):
+    "The checker's cut: the system messages, then the earliest cut before a user message that fits."
     system = [m for m in messages if m["role"] == "system"]
     rest = [m for m in messages if m["role"] != "system"]
     if toy_prompt_tokens(system + rest) <= budget: return system + rest
