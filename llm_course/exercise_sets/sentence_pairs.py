@@ -62,7 +62,8 @@ def _pair_number(task: str, index: dict, article: dict, across: set, first, seco
     firsts = {p[0]: n for p, n in index.items()}
     pair, nsp = f"({_short(first)}, {_short(second)}, {label!r})", task == "nsp"
     if (first, second) in index and label == 1 and nsp:
-        return f"{pair} is a sentence and the next with label 1: {_SAME_ARTICLE}, if it was drawn; else {_FLIPPED}"
+        return (f"{pair} is a sentence and the one that follows, with label 1: if the second was drawn, "
+                f"{_SAME_ARTICLE}; if not, {_FLIPPED}")
     if (first, second) in index:
         return f"{pair} is a natural pair with label 1: {_FLIPPED}" if label == 1 else index[first, second]
     if not nsp and (second, first) in index:
