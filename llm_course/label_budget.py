@@ -21,10 +21,25 @@ from .training import TrainConfig, default_warmup, fit
 __all__ = ['labelled_sets', 'Stopwatch', 'Score', 'train_steps', 'pooled_features', 'FeatureHead', 'train_head', 'budget_table',
            'plot_label_curves', 'labels_pay_off']
 
+# %% ../nbs/09a_labels_or_prompts.ipynb #849361ab
+def _nested_counts(sizes: list[int], # examples of each class in the pool
+                   budgets: list[int], # increasing numbers of labels, each at most sum(sizes)
+                  ) -> dict[int, list[int]]:
+    "Labels per class at each budget, never fewer than at the budget before; largest remainders where they nest."
+    total, counts, out = sum(sizes), [0] * len(sizes), {}
+    for n in budgets:
+        floors = [max(c, s * n // total) for c, s in zip(counts, sizes)]   # the whole part of each share
+        if sum(floors) <= n: counts = floors        # (else the budget before took too many for any rounding of n)
+        for _ in range(n - sum(counts)):            # the rest one at a time, to the class furthest below its share
+            j = max(range(len(sizes)), key=lambda j: (sizes[j] * n / total - counts[j], -j))   # floats, as `sample`
+            counts[j] += 1
+        out[n] = list(counts)
+    return out
+
 # %% ../nbs/09a_labels_or_prompts.ipynb #0a5697f9
 def labelled_sets(pool: TextData, # the labelled examples one could have (a training split)
                   budgets, # increasing numbers of labels, e.g. (16, 64, 256); each at most len(pool)
-                  seed: int = 0, # the draw; the same seed nests the budgets
+                  seed: int = 0, # the draw; the same seed gives the same examples
                   with_all: bool = True, # add the whole pool as the last budget
                  ) -> dict[int, TextData]:
     "Nested stratified samples of `pool`, one per budget: {n: TextData of n examples}."
@@ -34,8 +49,15 @@ def labelled_sets(pool: TextData, # the labelled examples one could have (a trai
     if budgets and budgets[-1] > len(pool):
         raise ValueError(f"a budget of {budgets[-1]} labels does not fit a pool of {len(pool)} examples: "
                          f"use budgets up to {len(pool)} or a larger pool")
+    if not len(pool): raise ValueError(f"the pool {pool.name!r} is empty: give it at least one labelled example")
     if with_all and (not budgets or budgets[-1] < len(pool)): budgets.append(len(pool))
-    return {n: pool.sample(n, seed).subset(range(n), f"{pool.name}-{n}") for n in budgets}
+    counts, sets = _nested_counts(list(pool.counts().values()), budgets), {}
+    for n in budgets:   # one random order per class, the same at every budget (drawn as `TextData.sample` does)
+        rng, labels = np.random.default_rng(seed), np.array(pool.labels)
+        by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(len(pool.label_names))]
+        idx = np.concatenate([order[:k] for order, k in zip(by_class, counts[n])])
+        sets[n] = pool.subset(rng.permutation(idx), f"{pool.name}-{n}")
+    return sets
 
 # %% ../nbs/09a_labels_or_prompts.ipynb #a792c08b
 class Stopwatch:
