@@ -8,7 +8,8 @@ absolute seconds as an upper bound when the load was above the core count. On a 
 at top priority (`OMP_NUM_THREADS=1 nice -n -19`, as root, with the kernel's autogroup scheduling off so that nice
 counts across sessions): the run then gets one whole core, its wall time is close to its CPU time, and a lesson that
 takes at most 300 s on one thread takes at most that on a two-core laptop. Results are merged into
-bench/results/lessons_cold_warm.json, one entry per lesson and profile, so lessons can be measured one at a time:
+bench/results/lessons_cold_warm.json, one entry per lesson and profile (`NN@cpu`: one thread; a run with more threads,
+or with OMP_NUM_THREADS unset, is kept apart as `NN@cpu@threads=N`), so lessons can be measured one at a time:
 
     python bench/lessons_cold_warm.py 05 09               # two lessons at cpu
     python bench/lessons_cold_warm.py --all --timeout 900   # every lesson (takes long)
@@ -60,6 +61,12 @@ def measure(lesson: str, profile: str, timeout: int, warm: bool = True, warm_cac
                                      cwd=ROOT).stdout.strip()}
 
 
+def row_key(lesson: str, profile: str) -> str:
+    "The results' key: `lesson@profile` for one thread, with `@threads=N` appended for any other setting."
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    return f"{lesson}@{profile}" + ("" if threads == "1" else f"@threads={threads}")
+
+
 def record(key: str, row: dict) -> dict:
     "Merge one row into the results file under an exclusive lock (re-read first: another instance may have written)."
     with open(RESULTS.with_suffix(".lock"), "w") as lock:
@@ -80,7 +87,7 @@ def show(results: dict) -> str:
             "| status | date |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(results):
-        r = results[key]; lesson, profile = key.split("@"); c, w = r["cold"], r["warm"] or {}
+        r = results[key]; lesson, profile = key.split("@")[:2]; c, w = r["cold"], r["warm"] or {}
         rows.append(f"| {lesson} | {profile} | {r.get('threads', '-')} | {c['wall_s']:.0f} | {w.get('wall_s', '-')} | "
                     f"{c['cpu_s']:.0f} | "
                     f"{w.get('cpu_s', '-')} | {c['load_before']}-{c['load_after']} | "
@@ -108,14 +115,14 @@ def main(argv=None) -> int:
     if bad: ap.error(f"unknown lesson(s) {bad}; lessons: {', '.join(names)}")
     if a.warm_cache is not None:
         if not a.warm_cache.is_dir(): ap.error(f"--warm-cache {a.warm_cache} is not a folder: give a filled cache")
-        missing = [x for x in todo if f"{x}@{a.profile}" not in results]
+        missing = [x for x in todo if row_key(x, a.profile) not in results]
         if missing: ap.error(f"no cold row recorded for {missing}: run them without --warm-cache first")
     for name in todo:
         print(f"[bench] {name} at {a.profile}: {'warm on ' + str(a.warm_cache) if a.warm_cache else 'cold, then warm'}"
               " ...", file=sys.stderr, flush=True)
         r = measure(name, a.profile, a.timeout, warm=not a.cold_only, warm_cache=a.warm_cache)
         if a.warm_cache is not None: r["warm_cache"] = str(a.warm_cache)
-        results = record(f"{name}@{a.profile}", r)   # after each lesson: resumable
+        results = record(row_key(name, a.profile), r)   # after each lesson: resumable
         print(f"[bench] {name}: cold {r['cold']['wall_s']} s ({r['cold']['status']}), warm "
               f"{r['warm']['wall_s'] if r['warm'] else '-'} s, load {r['cold']['load_before']}", file=sys.stderr)
     print(show(results))
