@@ -133,7 +133,8 @@ def truncate_history(
     fits = lambda j: (
         prompt_tokens(tokenizer, system + rest[starts[j] :]) <= budget
     )  # keep from the j-th user message on
-    if fits(0): return system + rest  # everything fits: one call
+    if prompt_tokens(tokenizer, system + rest) <= budget: return system + rest  # everything fits: one call
+    if fits(0): return system + rest[starts[0] :]  # all but what came before the first user message (a greeting)
     if not fits(len(starts) - 1):
         n = prompt_tokens(tokenizer, system + rest[starts[-1] :])
         raise ValueError(f"the system message and the last user turn alone take {n} tokens, over the budget of "

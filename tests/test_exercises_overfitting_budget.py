@@ -34,7 +34,8 @@ def test_three_exercises_per_lesson_each_practising_a_heading_of_it():
                 assert callable(getattr(importlib.import_module(mod), fn)), f
 
 
-@pytest.mark.parametrize("name", ["labelled_sets", "gap_closed", "labels_pay_off", "break_even_queries"])   # random inputs
+# random inputs
+@pytest.mark.parametrize("name", ["labelled_sets", "gap_closed", "labels_pay_off", "break_even_queries"])
 def test_mistakes_are_named_on_other_seeds(name):
     e = get_exercise(name)
     for seed in (1, 2, 7):
