@@ -144,6 +144,20 @@ def paired_bootstrap(metric: Callable[[np.ndarray, np.ndarray], float], # metric
                                  level, float(np.mean(deltas <= 0)), n_boot)
 
 # %% ../nbs/07a_uncertainty.ipynb #62e4326a
+def _class_ids(y_true, n: int, # rows of the scores
+               k: int, # their columns: the classes
+               what: str, # the scores' name in messages ("probs", "logits")
+               task: str, # what empty input leaves nothing to ("evaluate", "fit")
+              ) -> np.ndarray:
+    "`y_true` as class ids in [0, k), one per row of the scores, or a clear error."
+    y = as_labels(y_true, "y_true")
+    if len(y) != n: raise ValueError(f"{what} has {n} rows but y_true has {len(y)} labels")
+    if n == 0: raise ValueError(f"{what} and y_true are empty: there is nothing to {task}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= k:
+        raise ValueError(f"y_true must hold class ids 0..{k - 1} (the columns of {what}), got values "
+                         f"{np.unique(y)[:10].tolist()}")
+    return y
+
 def _check_probs(probs, y_true, atol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     "Probabilities as an (N, K) float array and labels as ints in [0, K), or a clear error."
     if isinstance(probs, torch.Tensor): probs = probs.detach().cpu().numpy()
@@ -151,14 +165,7 @@ def _check_probs(probs, y_true, atol: float = 1e-4) -> tuple[np.ndarray, np.ndar
     if probs.ndim != 2:
         raise ValueError(f"probs must have shape (n_examples, n_classes), got {probs.shape}. "
                          "For a binary model's P(positive) p, pass np.stack([1 - p, p], axis=1).")
-    y_true = as_labels(y_true, "y_true")
-    if len(probs) != len(y_true): raise ValueError(f"probs has {len(probs)} rows but y_true has {len(y_true)} labels")
-    if len(probs) == 0: raise ValueError("probs and y_true are empty: there is nothing to evaluate")
-    if not np.issubdtype(y_true.dtype, np.integer) or y_true.min() < 0 or y_true.max() >= probs.shape[1]:
-        raise ValueError(
-            f"y_true must hold class ids 0..{probs.shape[1] - 1} (the columns of probs), got values "
-            f"{np.unique(y_true)[:10].tolist()}"
-        )
+    y_true = _class_ids(y_true, len(probs), probs.shape[1], "probs", "evaluate")
     if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
         raise ValueError(
             "probs must be finite and between 0 and 1: these look like logits. Apply a softmax first: "
@@ -256,14 +263,7 @@ def _logits_labels(logits, y_true) -> tuple[torch.Tensor, torch.Tensor]:
             "logits contain inf or NaN: the model diverged or the scores were divided by zero; check the model's "
             "outputs before calibrating."
         )
-    y = as_labels(y_true, "y_true")
-    if len(y) != len(z): raise ValueError(f"logits has {len(z)} rows but y_true has {len(y)} labels")
-    if len(y) == 0: raise ValueError("logits and y_true are empty: there is nothing to fit")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= z.shape[1]:
-        raise ValueError(
-            f"y_true must hold class ids 0..{z.shape[1] - 1} (the columns of logits), got values "
-            f"{np.unique(y)[:10].tolist()}"
-        )
+    y = _class_ids(y_true, len(z), z.shape[1], "logits", "fit")
     return z, torch.as_tensor(y, dtype=torch.long)
 
 # %% ../nbs/07a_uncertainty.ipynb #2c1c27e5
